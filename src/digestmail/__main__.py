@@ -1,0 +1,5 @@
+"""python -m digestmail"""
+
+from .cli import main
+
+main()

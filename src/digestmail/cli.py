@@ -1,0 +1,173 @@
+"""The command line: `digestmail [--config PATH] COMMAND`; every error is reported here, once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, pipeline, progress
+from .config import Config, config_path, load_config
+from .errors import ConfigError, DigestmailError
+from .store import Store
+
+log = logging.getLogger("digestmail")
+_state: dict[str, Any] = {"verbose": False}
+
+
+class Context:
+    """What every command needs: the config (loaded on first use) and the clock."""
+
+    def __init__(self, config_option: str | None, now: dt.datetime) -> None:
+        self.config_option = config_option
+        self.now = now
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(config_path(self.config_option))
+        return self._config
+
+
+def _parse_now(value: str | None) -> dt.datetime:
+    if not value:
+        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use an ISO date or time, e.g. 2026-11-23T08:00:00+00:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_option", metavar="PATH",
+              help="Config file [default: $DIGESTMAIL_CONFIG or ./digestmail.toml].")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, and tracebacks on errors.")
+@click.option("--now", metavar="ISO", help="Act as if the clock read this (tests, replays); default: now.")
+@click.version_option(__version__, prog_name="digestmail")
+@click.pass_context
+def cli(ctx: click.Context, config_option: str | None, verbose: bool, now: str | None) -> None:
+    """Turn paper digests into one personalised email per subscriber, never a paper twice."""
+    _state["verbose"] = verbose
+    progress.setup_logging(verbose)
+    ctx.obj = Context(config_option, _parse_now(now))
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with a report per file.")
+@click.pass_obj
+def ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> int:
+    """Read digests from PATHS (files or folders), or from the configured inbox.
+
+    Each file is checked by its sha256: the same file twice changes nothing. A file that is not a
+    readable digest is reported with the reason and the others still land (exit 1).
+    """
+    config = obj.config
+    with pipeline.open_store(config, obj.now) as store:
+        if paths:
+            report = pipeline.ingest_paths(store, paths, obj.now, progress.track)
+        else:
+            report = pipeline.ingest_inbox(store, config, obj.now, progress.track)
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        for f in report.files:
+            detail = f.reason if f.status == "rejected" else \
+                f"{f.format}, {f.digest_date}, {f.entries} entries, {f.new_papers} new papers"
+            click.echo(f"{f.status:9} {f.path}: {detail}")
+        if not report.files:
+            click.echo("no digest files found")
+    return 1 if report.rejected else 0
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as one JSON object.")
+@click.pass_obj
+def run(obj: Context, as_json: bool) -> int:
+    """Ingest the inbox, then send each subscriber one email with their unsent matching papers."""
+    report = pipeline.run(obj.config, obj.now, progress.track)
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        ing = report.ingest.as_dict()
+        click.echo(f"ingested {ing['ingested']} digests ({ing['new_papers']} new papers), "
+                   f"{ing['duplicate']} already known, {ing['rejected']} rejected")
+        click.echo(f"sent {len(report.sent)} emails, {len(report.skipped)} subscribers had nothing new, "
+                   f"{len(report.failed)} failed")
+        for f in report.failed:
+            click.echo(f"  failed {f['email']}: {f['error']}", err=True)
+    return report.exit_code
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder to write the .html, .txt and .eml files to.")
+@click.pass_obj
+def preview(obj: Context, email: str, out_dir: Path) -> int:
+    """Render EMAIL's next email to files, without sending or recording anything."""
+    result = pipeline.preview(obj.config, email, obj.now)
+    if result is None:
+        click.echo(f"nothing to send to {email}: no unsent paper matches their topics")
+        return 0
+    edition, rendered, data = result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"preview-{email}"
+    for suffix, content in ((".html", rendered.html.encode()), (".txt", rendered.text.encode()), (".eml", data)):
+        stem.with_name(stem.name + suffix).write_bytes(content)
+        click.echo(f"wrote {stem}{suffix}")
+    click.echo(f"subject: {rendered.subject}  ({len(edition.picks)} papers)")
+    return 0
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> int:
+    """Show what the store holds: digests, papers, subscribers, messages sent."""
+    config = obj.config
+    if not config.store_path.exists():
+        raise ConfigError(f"no store at {config.store_path} yet", where="store.path",
+                          hint="run `digestmail ingest` or `digestmail run` first")
+    with Store(config.store_path) as store:
+        data: dict[str, Any] = dict(store.counts())
+        last_date, last_ingest = store.last_ingest()
+        data["last_digest_date"], data["last_ingest"] = last_date, last_ingest
+    if as_json:
+        _echo_json(data)
+    else:
+        for k, v in data.items():
+            click.echo(f"{k.replace('_', ' '):18} {v if v is not None else '-'}")
+    return 0
+
+
+def main() -> None:
+    """Entry point: run the command, map errors to messages and exit codes (0 ok, 1 partial, 2 error)."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DigestmailError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

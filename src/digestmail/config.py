@@ -1,0 +1,278 @@
+"""The TOML config: one table of every key, validated at load; errors name the file and dotted key."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import rules
+from .errors import ConfigError, RuleError
+from .models import Subscriber
+
+DEFAULT_PATH = "digestmail.toml"
+TRANSPORTS = ("file", "smtp")
+# Deliberately strict and ASCII-only: an address goes into SMTP envelopes and headers verbatim.
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default (None = required) and the help the example file carries."""
+
+    type: type
+    default: Any
+    help: str
+
+
+# Every key digestmail reads, by table. `topics` is a free mapping and `subscribers` a list of
+# tables; both are described separately below.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "subscribers_file": Key(str, "", "CSV of subscribers (email,name,topics,query,max_papers)"),
+    },
+    "store": {
+        "path": Key(str, "digestmail.sqlite3", "SQLite file holding papers, subscribers and the ledger"),
+    },
+    "sources": {
+        "inbox": Key(str, "inbox", "folder of incoming digest files"),
+    },
+    "delivery": {
+        "transport": Key(str, "file", "file | smtp"),
+        "outbox": Key(str, "outbox", "folder the file transport writes .eml files to"),
+        "from": Key(str, None, "sender, e.g. 'Trending Papers <papers@example.org>'"),
+    },
+}
+SUBSCRIBER_KEYS: dict[str, Key] = {
+    "email": Key(str, None, "address the edition is sent to"),
+    "name": Key(str, "", "how the email greets them"),
+    "topics": Key(list, [], "names of [topics] rules"),
+    "query": Key(str, "", "an own rule, matched beside the topics"),
+    "max_papers": Key(int, 10, "at most this many papers in one email"),
+}
+TABLES = set(SCHEMA) - {""} | {"topics", "subscribers"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; paths are absolute (relative ones are taken from the file's folder)."""
+
+    path: Path
+    store_path: Path
+    inbox: Path
+    transport: str
+    outbox: Path
+    sender: str
+    topics: Mapping[str, str]
+    subscribers: tuple[Subscriber, ...]
+    subscribers_file: Path | None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the config file; raise ConfigError naming the file and the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist",
+                          hint="pass --config PATH, set DIGESTMAIL_CONFIG, or copy config.example.toml "
+                               "to ./digestmail.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8", where=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path),
+                          hint="see config.example.toml for the syntax") from None
+    return _validate(data, path.resolve())
+
+
+def _validate(data: dict[str, Any], path: Path) -> Config:
+    where = str(path)
+    _check_keys(data, set(SCHEMA[""]) | TABLES, "", where)
+    values: dict[str, Any] = {}
+    for table, keys in SCHEMA.items():
+        section = data if table == "" else data.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}] must be a table", where=f"{where}: {table}")
+        if table:
+            _check_keys(section, set(keys), table + ".", where)
+        for name, key in keys.items():
+            dotted = f"{table}.{name}" if table else name
+            values[dotted] = _value(section, name, key, dotted, where)
+
+    transport = values["delivery.transport"]
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"unknown transport {transport!r}", where=f"{where}: delivery.transport",
+                          hint=f"use one of: {', '.join(TRANSPORTS)}")
+    sender = values["delivery.from"]
+    check_header_text(sender, f"{where}: delivery.from")
+    if not _EMAIL.match(parse_address(sender)[1]):
+        raise ConfigError(f"{sender!r} has no valid address", where=f"{where}: delivery.from",
+                          hint="write it as 'Name <user@example.org>' or 'user@example.org'")
+
+    topics = data.get("topics", {})
+    if not isinstance(topics, dict):
+        raise ConfigError("[topics] must be a table of name = \"rule\"", where=f"{where}: topics")
+    for name, rule in topics.items():
+        if not isinstance(rule, str):
+            raise ConfigError("a topic's rule must be a string", where=f"{where}: topics.{name}")
+        _check_rule(rule, f"{where}: topics.{name}")
+
+    subs_raw = data.get("subscribers", [])
+    if not isinstance(subs_raw, list):
+        raise ConfigError("use [[subscribers]] (an array of tables)", where=f"{where}: subscribers")
+    subscribers = tuple(_subscriber(s, f"subscribers[{i}]", where, topics) for i, s in enumerate(subs_raw))
+    _check_unique(subscribers, where)
+
+    base = path.parent
+    subs_file = values["subscribers_file"]
+    return Config(
+        path=path,
+        store_path=base / values["store.path"],
+        inbox=base / values["sources.inbox"],
+        transport=transport,
+        outbox=base / values["delivery.outbox"],
+        sender=sender,
+        topics=dict(topics),
+        subscribers=subscribers,
+        subscribers_file=base / subs_file if subs_file else None,
+    )
+
+
+def _check_keys(section: Mapping[str, Any], known: set[str], prefix: str, where: str) -> None:
+    for name in section:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {prefix}{close[0]!s}?" if close else \
+                f"known keys here: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown key {prefix}{name}", where=f"{where}: {prefix}{name}", hint=hint)
+
+
+def _value(section: Mapping[str, Any], name: str, key: Key, dotted: str, where: str) -> Any:
+    if name not in section:
+        if key.default is None:
+            raise ConfigError(f"{dotted} is required ({key.help})", where=f"{where}: {dotted}")
+        return key.default
+    value = section[name]
+    # bool is an int in Python; a max_papers of `true` is still a mistake.
+    if not isinstance(value, key.type) or (key.type is int and isinstance(value, bool)):
+        raise ConfigError(f"{dotted} must be {_type_name(key.type)}, not {_type_name(type(value))}",
+                          where=f"{where}: {dotted}", hint=key.help)
+    return value
+
+
+def _type_name(t: type) -> str:
+    return {str: "a string", int: "an integer", list: "a list", bool: "true or false",
+            dict: "a table", float: "a number"}.get(t, t.__name__)
+
+
+def _subscriber(raw: Any, dotted: str, where: str, topics: Mapping[str, str]) -> Subscriber:
+    if not isinstance(raw, dict):
+        raise ConfigError("each subscriber must be a table", where=f"{where}: {dotted}")
+    _check_keys(raw, set(SUBSCRIBER_KEYS), dotted + ".", where)
+    v = {name: _value(raw, name, key, f"{dotted}.{name}", where) for name, key in SUBSCRIBER_KEYS.items()}
+    return make_subscriber(v, f"{where}: {dotted}", topics)
+
+
+def make_subscriber(v: Mapping[str, Any], where: str, topics: Mapping[str, str]) -> Subscriber:
+    """Check one subscriber's values (from TOML or CSV) and build it; `where` prefixes every error."""
+    email = v["email"].strip()
+    if not _EMAIL.match(email):
+        raise ConfigError(f"{email!r} is not a valid email address", where=f"{where}.email",
+                          hint="an ASCII address like ada@example.org")
+    check_header_text(v["name"], f"{where}.name")
+    for t in v["topics"]:
+        if not isinstance(t, str) or t not in topics:
+            close = difflib.get_close_matches(str(t), sorted(topics), n=1)
+            raise ConfigError(f"unknown topic {t!r}", where=f"{where}.topics",
+                              hint=f"did you mean {close[0]!r}?" if close else
+                              "define it under [topics] first")
+    if v["query"]:
+        _check_rule(v["query"], f"{where}.query")
+    if v["max_papers"] < 1:
+        raise ConfigError("max_papers must be at least 1", where=f"{where}.max_papers")
+    if not v["topics"] and not v["query"]:
+        raise ConfigError("a subscriber needs topics or a query, or they would match nothing",
+                          where=where)
+    return Subscriber(email=email, name=v["name"].strip(), topics=tuple(v["topics"]),
+                      query=v["query"], max_papers=v["max_papers"], where=where)
+
+
+def _check_unique(subscribers: tuple[Subscriber, ...], where: str) -> None:
+    seen: dict[str, str] = {}
+    for s in subscribers:
+        key = s.email.lower()
+        if key in seen:
+            raise ConfigError(f"{s.email} is listed twice (also at {seen[key]})", where=s.where)
+        seen[key] = s.where
+
+
+def _check_rule(rule: str, where: str) -> None:
+    try:
+        rules.compile_rule(rule)
+    except RuleError as exc:
+        exc.where = where
+        raise ConfigError(str(exc)) from None
+
+
+def check_header_text(value: str, where: str) -> None:
+    """Refuse control characters in text that will end up in a mail header."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(f"contains the control character {bad!r}", where=where,
+                          hint="mail headers cannot carry line breaks or control characters")
+
+
+def parse_address(value: str) -> tuple[str, str]:
+    """Split 'Name <addr>' or 'addr' into (name, addr) without the stdlib's lenient parser."""
+    m = re.fullmatch(r"\s*(?:\"?([^\"<]*?)\"?\s*)?<([^<>\s]+)>\s*", value)
+    if m:
+        return (m.group(1) or "").strip(), m.group(2)
+    return "", value.strip()
+
+
+def iter_subscribers_file(path: Path, topics: Mapping[str, str]) -> Iterator[Subscriber]:
+    """Stream subscribers from a CSV file; errors name the file and line."""
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"cannot read subscribers file: {exc.strerror}", where=str(path),
+                          hint="fix subscribers_file in the config") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = {"email"} - set(reader.fieldnames or ())
+        unknown = set(reader.fieldnames or ()) - set(SUBSCRIBER_KEYS)
+        if missing or unknown:
+            raise ConfigError(f"header must name columns from {', '.join(SUBSCRIBER_KEYS)} "
+                              f"(email required); got {', '.join(reader.fieldnames or ['nothing'])}",
+                              where=f"{path}:1")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            try:
+                max_papers = int(row.get("max_papers") or SUBSCRIBER_KEYS["max_papers"].default)
+            except ValueError:
+                raise ConfigError(f"max_papers must be an integer, not {row['max_papers']!r}",
+                                  where=f"{where}.max_papers") from None
+            values = {
+                "email": row.get("email") or "",
+                "name": row.get("name") or "",
+                "topics": [t.strip() for t in (row.get("topics") or "").split(";") if t.strip()],
+                "query": row.get("query") or "",
+                "max_papers": max_papers,
+            }
+            yield make_subscriber(values, where, topics)
+
+
+def config_path(option: str | None) -> Path:
+    """The config file to use: --config, then $DIGESTMAIL_CONFIG, then ./digestmail.toml."""
+    return Path(option or os.environ.get("DIGESTMAIL_CONFIG") or DEFAULT_PATH)

@@ -1,0 +1,98 @@
+"""Plain data passed between the stages: entries, digests, papers, subscribers, editions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One paper as one digest lists it; `line` is where its title starts in the file."""
+
+    title: str
+    abstract: str
+    line: int = 0
+    arxiv_id: str | None = None
+    authors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a parser made of one input file (pure data; the store gives it an id)."""
+
+    format: str
+    date: dt.date
+    entries: tuple[Entry, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper as the store knows it, across all the digests it appeared in."""
+
+    id: int
+    key: str
+    title: str
+    abstract: str
+    first_seen: dt.datetime
+    digest_count: int = 1
+    authors: tuple[str, ...] = ()
+    arxiv_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A subscriber as configured (inline table or CSV row)."""
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    query: str = ""
+    max_papers: int = 10
+    where: str = ""  # the config key or CSV line it came from, for error messages
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why one paper was picked: the topics (or "query") that matched and the words they hit.
+
+    `spans` are (field, start, end, term) with character offsets into the paper's title or abstract.
+    """
+
+    topics: tuple[str, ...]
+    terms: tuple[str, ...]
+    spans: tuple[tuple[str, int, int, str], ...] = ()
+
+    @property
+    def reason(self) -> str:
+        names = ", ".join(f"topic {t}" if t != "query" else "your query" for t in self.topics)
+        return f"{names}: {', '.join(self.terms)}"
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A paper chosen for an edition, with why."""
+
+    paper: Paper
+    match: Match
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One email's worth of papers for one subscriber at one moment."""
+
+    subscriber: Subscriber
+    subscriber_id: int
+    picks: tuple[Pick, ...]
+    created: dt.datetime
+    key: str = field(default="")
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """The three rendered parts of an edition; the message module turns them into bytes."""
+
+    subject: str
+    html: str
+    text: str

@@ -1,0 +1,237 @@
+"""One cycle: ingest digests -> select per subscriber -> render -> build -> deliver -> record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import identity, message, sources
+from .config import Config, iter_subscribers_file, parse_address
+from .errors import ConfigError, DigestError, DigestmailError
+from .models import Digest, Edition, Paper, RenderedEmail, Subscriber
+from .render import Renderer
+from .select import Fields, paper_fields, select
+from .sources.files import RawFile, expand, inbox_files, read_files
+from .store import Store
+from .transport import make_transport
+
+log = logging.getLogger("digestmail")
+T = TypeVar("T")
+# Wraps a long iteration with progress display: (items, total, label) -> items.
+Progress = Callable[[Iterable[T], int | None, str], Iterable[T]]
+
+
+def no_progress(items: Iterable[T], total: int | None, label: str) -> Iterable[T]:
+    return items
+
+
+@dataclass
+class FileReport:
+    """What became of one input file."""
+
+    path: str
+    format: str | None = None
+    status: str = "rejected"  # ingested | duplicate | rejected
+    reason: str | None = None
+    digest_date: str | None = None
+    entries: int = 0
+    new_papers: int = 0
+    known_papers: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "rejected"]
+
+    def as_dict(self) -> dict[str, Any]:
+        totals = {s: sum(f.status == s for f in self.files) for s in ("ingested", "duplicate", "rejected")}
+        return {"files": [asdict(f) for f in self.files], **totals,
+                "new_papers": sum(f.new_papers for f in self.files)}
+
+
+@dataclass
+class RunReport:
+    ingest: IngestReport
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # no unsent matching papers
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.ingest.rejected else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ingest": self.ingest.as_dict(), "sent": self.sent, "skipped": len(self.skipped),
+                "failed": self.failed}
+
+
+def all_subscribers(config: Config) -> Iterator[Subscriber]:
+    """Inline subscribers, then the CSV file's, streamed; an address in both is an error."""
+    inline = {s.email.lower() for s in config.subscribers}
+    yield from config.subscribers
+    if config.subscribers_file:
+        for s in iter_subscribers_file(config.subscribers_file, config.topics):
+            if s.email.lower() in inline:
+                raise ConfigError(f"{s.email} is also configured in [[subscribers]]", where=s.where)
+            yield s
+
+
+def open_store(config: Config, now: dt.datetime) -> Store:
+    """Open the store and make the configured subscriber list the active one."""
+    store = Store(config.store_path)
+    try:
+        store.sync_subscribers(all_subscribers(config), now)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+def _parse(raw: RawFile, today: dt.date) -> tuple[FileReport, Digest | None]:
+    report = FileReport(path=str(raw.path))
+    if raw.error:
+        report.reason = raw.error
+        return report, None
+    try:
+        digest = sources.parse_digest(raw.data, today)
+    except DigestError as exc:
+        report.reason = str(exc)
+        return report, None
+    report.format, report.digest_date = digest.format, digest.date.isoformat()
+    report.entries, report.warnings = len(digest.entries), list(digest.warnings)
+    return report, digest
+
+
+def ingest(store: Store, paths: Iterable[Path], now: dt.datetime,
+           progress: Progress[Any] = no_progress) -> IngestReport:
+    """Parse every file, then store the good ones oldest digest first; a bad file never stops the rest."""
+    files = list(paths)
+    parsed: list[tuple[FileReport, Digest | None, RawFile]] = []
+    for raw in progress(read_files(files), len(files), "reading digests"):
+        report, digest = _parse(raw, now.date())
+        parsed.append((report, digest, RawFile(raw.path, b"", raw.sha256)))
+    # Digest-date order, so "first seen" and the ledger follow the digests' own chronology.
+    order = sorted(parsed, key=lambda t: (t[1].date if t[1] else dt.date.min, t[0].path))
+    for report, digest, raw in order:
+        if digest is None:
+            log.warning("rejected %s: %s", report.path, report.reason)
+            continue
+        if store.has_digest(raw.sha256):
+            report.status = "duplicate"
+            log.info("skipped %s: already ingested", report.path)
+            continue
+        keys = [identity.paper_key(e.title) for e in digest.entries]
+        result = store.add_digest(str(raw.path), raw.sha256, digest, keys, now)
+        report.status, report.new_papers, report.known_papers = "ingested", result.new_papers, result.known_papers
+        for w in report.warnings:
+            log.warning("%s: %s", report.path, w)
+        log.info("ingested %s: %s, %d entries, %d new papers", report.path, digest.date,
+                 len(digest.entries), result.new_papers)
+    return IngestReport([r for r, _, _ in parsed])
+
+
+def ingest_inbox(store: Store, config: Config, now: dt.datetime,
+                 progress: Progress[Any] = no_progress) -> IngestReport:
+    return ingest(store, inbox_files(config.inbox), now, progress)
+
+
+def ingest_paths(store: Store, paths: Iterable[Path], now: dt.datetime,
+                 progress: Progress[Any] = no_progress) -> IngestReport:
+    return ingest(store, expand(paths), now, progress)
+
+
+# -- editions --------------------------------------------------------------------------------
+
+class Builder:
+    """Turns a subscriber's unsent papers into an edition and its message bytes (no I/O)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sender = parse_address(config.sender)
+        self.domain = self.sender[1].rpartition("@")[2]
+        self.renderer = Renderer(title="Trending Papers",
+                                 sender_line=f"Sent by {self.sender[0] or self.sender[1]} · digestmail")
+        self._fields: dict[int, Fields] = {}
+
+    def fields(self, paper: Paper) -> Fields:
+        cached = self._fields.get(paper.id)
+        if cached is None:
+            cached = self._fields[paper.id] = paper_fields(paper)
+        return cached
+
+    def edition(self, sid: int, sub: Subscriber, papers: list[Paper], now: dt.datetime) -> Edition | None:
+        return select(sub, sid, papers, self.config.topics, self.fields, now)
+
+    def message_id(self, edition: Edition) -> str:
+        return f"{edition.key}@{self.domain}"
+
+    def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
+        rendered = self.renderer.render(edition)
+        data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
+                             message_id=self.message_id(edition), date=edition.created)
+        return rendered, data
+
+
+def deliver_all(store: Store, config: Config, now: dt.datetime,
+                progress: Progress[Any] = no_progress) -> RunReport:
+    """Build and hand over one edition per subscriber with unsent matches; one failure never stops others."""
+    report = RunReport(IngestReport())
+    builder = Builder(config)
+    transport = make_transport(config.transport, config.outbox)
+    total = store.counts()["subscribers"]
+    try:
+        for sid, sub in progress(store.active_subscribers(), total, "delivering"):
+            try:
+                edition = builder.edition(sid, sub, store.unsent_papers(sid), now)
+                if edition is None:
+                    report.skipped.append(sub.email)
+                    continue
+                _, data = builder.build(edition)
+                envelope = message.Envelope(builder.sender[1], (sub.email,))
+                transport.send(data, envelope, edition.key)
+                # The ledger is written only after the transport has the message.
+                store.record_delivery(sid, [p.paper.id for p in edition.picks], builder.message_id(edition), now)
+                report.sent.append({"email": sub.email, "papers": len(edition.picks),
+                                    "message_id": builder.message_id(edition)})
+                log.info("sent %d papers to %s", len(edition.picks), sub.email)
+            except DigestmailError as exc:
+                report.failed.append({"email": sub.email, "error": str(exc)})
+                log.error("could not deliver to %s: %s", sub.email, exc)
+    finally:
+        transport.close()
+    return report
+
+
+def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress) -> RunReport:
+    """The main job: ingest the inbox, then deliver."""
+    with open_store(config, now) as store:
+        ingested = ingest_inbox(store, config, now, progress)
+        report = deliver_all(store, config, now, progress)
+        report.ingest = ingested
+    return report
+
+
+def preview(config: Config, email: str, now: dt.datetime) -> tuple[Edition, RenderedEmail, bytes] | None:
+    """The edition `email` would get next, rendered, without recording anything."""
+    with open_store(config, now) as store:
+        found = store.find_subscriber(email)
+        if found is None:
+            raise ConfigError(f"{email} is not a subscriber", hint="check the address against the config")
+        sid, sub = found
+        builder = Builder(config)
+        edition = builder.edition(sid, sub, store.unsent_papers(sid), now)
+        if edition is None:
+            return None
+        rendered, data = builder.build(edition)
+        return edition, rendered, data

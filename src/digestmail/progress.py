@@ -1,0 +1,47 @@
+"""Progress for long work: a rich bar on a terminal, plain log lines (from the pipeline) elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+_console = Console(stderr=True)
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def setup_logging(verbose: bool) -> None:
+    """Human log lines on stderr: rich on a terminal, timestamped plain lines otherwise."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if interactive():
+        handler: logging.Handler = RichHandler(console=_console, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("digestmail")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def track(items: Iterable[T], total: int | None, label: str) -> Iterator[T]:
+    """Yield the items, drawing a bar on a terminal; off a terminal the per-item log lines suffice."""
+    if not interactive():
+        yield from items
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
