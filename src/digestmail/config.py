@@ -49,6 +49,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "outbox": Key(str, "outbox", "folder the file transport writes .eml files to"),
         "from": Key(str, None, "sender, e.g. 'Trending Papers <papers@example.org>'"),
     },
+    "delivery.smtp": {
+        "host": Key(str, "", "SMTP server (required when transport = \"smtp\")"),
+        "port": Key(int, 0, "0 means the usual port: 587 for starttls, 465 for tls, 25 for none"),
+        "security": Key(str, "starttls", "starttls | tls | none (none refuses a username)"),
+        "username": Key(str, "", "login name; empty for no AUTH"),
+        "password_env": Key(str, "", "name of the environment variable holding the password"),
+        "timeout": Key(int, 30, "seconds to wait for the server at each step"),
+        "ca_file": Key(str, "", "PEM file of CA certificates to trust instead of the system's"),
+    },
 }
 SUBSCRIBER_KEYS: dict[str, Key] = {
     "email": Key(str, None, "address the edition is sent to"),
@@ -57,7 +66,33 @@ SUBSCRIBER_KEYS: dict[str, Key] = {
     "query": Key(str, "", "an own rule, matched beside the topics"),
     "max_papers": Key(int, 10, "at most this many papers in one email"),
 }
-TABLES = set(SCHEMA) - {""} | {"topics", "subscribers"}
+TABLES = {t for t in SCHEMA if t and "." not in t} | {"topics", "subscribers"}
+SECURITY = ("starttls", "tls", "none")
+_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """[delivery.smtp]: where and how to hand messages to an SMTP server."""
+
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    timeout: int
+    ca_file: Path | None
+
+    def password(self) -> str | None:
+        """The password from the environment (never from the file); None when no login is configured."""
+        if not self.username:
+            return None
+        value = os.environ.get(self.password_env) if self.password_env else None
+        if value is None:
+            raise ConfigError(f"the environment variable {self.password_env or '(none named)'} is not set",
+                              where="delivery.smtp.password_env",
+                              hint="export the SMTP password in the variable named by password_env")
+        return value
 
 
 @dataclass(frozen=True)
@@ -73,6 +108,7 @@ class Config:
     topics: Mapping[str, str]
     subscribers: tuple[Subscriber, ...]
     subscribers_file: Path | None
+    smtp: SmtpSettings | None = None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -101,11 +137,14 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
     _check_keys(data, set(SCHEMA[""]) | TABLES, "", where)
     values: dict[str, Any] = {}
     for table, keys in SCHEMA.items():
-        section = data if table == "" else data.get(table, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"[{table}] must be a table", where=f"{where}: {table}")
+        section: Any = data
+        for part in table.split(".") if table else ():
+            section = section.get(part, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"[{table}] must be a table", where=f"{where}: {table}")
         if table:
-            _check_keys(section, set(keys), table + ".", where)
+            children = {t[len(table) + 1:] for t in SCHEMA if t.startswith(table + ".")}
+            _check_keys(section, set(keys) | children, table + ".", where)
         for name, key in keys.items():
             dotted = f"{table}.{name}" if table else name
             values[dotted] = _value(section, name, key, dotted, where)
@@ -135,6 +174,9 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
     _check_unique(subscribers, where)
 
     base = path.parent
+    smtp = None
+    if transport == "smtp":
+        smtp = _smtp(values, base, where)
     subs_file = values["subscribers_file"]
     return Config(
         path=path,
@@ -146,7 +188,26 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
         topics=dict(topics),
         subscribers=subscribers,
         subscribers_file=base / subs_file if subs_file else None,
+        smtp=smtp,
     )
+
+
+def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
+    v = {k.rpartition(".")[2]: val for k, val in values.items() if k.startswith("delivery.smtp.")}
+    if not v["host"]:
+        raise ConfigError("transport = \"smtp\" needs a host", where=f"{where}: delivery.smtp.host")
+    if v["security"] not in SECURITY:
+        raise ConfigError(f"unknown security {v['security']!r}", where=f"{where}: delivery.smtp.security",
+                          hint=f"use one of: {', '.join(SECURITY)}")
+    if v["security"] == "none" and v["username"]:
+        raise ConfigError("refusing to send a password without TLS", where=f"{where}: delivery.smtp.username",
+                          hint="use security = \"starttls\" or \"tls\", or remove the username")
+    if v["username"] and not v["password_env"]:
+        raise ConfigError("a username needs password_env (the variable holding the password)",
+                          where=f"{where}: delivery.smtp.password_env")
+    return SmtpSettings(host=v["host"], port=v["port"] or _DEFAULT_PORTS[v["security"]],
+                        security=v["security"], username=v["username"], password_env=v["password_env"],
+                        timeout=v["timeout"], ca_file=base / v["ca_file"] if v["ca_file"] else None)
 
 
 def _check_keys(section: Mapping[str, Any], known: set[str], prefix: str, where: str) -> None:

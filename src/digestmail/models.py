@@ -63,11 +63,7 @@ class Match:
     topics: tuple[str, ...]
     terms: tuple[str, ...]
     spans: tuple[tuple[str, int, int, str], ...] = ()
-
-    @property
-    def reason(self) -> str:
-        names = ", ".join(f"topic {t}" if t != "query" else "your query" for t in self.topics)
-        return f"{names}: {', '.join(self.terms)}"
+    reason: str = ""  # one line for people: "topic optimizers: Adam, optimizer · your query: learning rate"
 
 
 @dataclass(frozen=True)

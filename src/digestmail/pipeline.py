@@ -188,7 +188,7 @@ def deliver_all(store: Store, config: Config, now: dt.datetime,
     """Build and hand over one edition per subscriber with unsent matches; one failure never stops others."""
     report = RunReport(IngestReport())
     builder = Builder(config)
-    transport = make_transport(config.transport, config.outbox)
+    transport = make_transport(config)
     total = store.counts()["subscribers"]
     try:
         for sid, sub in progress(store.active_subscribers(), total, "delivering"):

@@ -1,7 +1,8 @@
 """Topic rules (first version): `term OR "a phrase" OR …`, whole words, case-insensitive.
 
 A term is one or more words; text is split into words at anything that is not a letter or digit, so
-`zero-shot` in a rule or in a title is the phrase `zero shot`. The rule-language issue replaces the
+`zero-shot` in a rule or in a title is the phrase `zero shot`. Plurals fold lightly on both sides
+(`optimizers` -> `optimizer`, `studies` -> `study`, `boxes` -> `box`); there is no other stemming. The rule-language issue replaces the
 parser with AND/NOT/fields; `compile_rule()` and `Rule.find()` are the interface it keeps.
 """
 
@@ -27,9 +28,20 @@ class Hit:
     term: str
 
 
+def singular(word: str) -> str:
+    """Light plural folding, applied to rule and text alike so both sides agree."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def words(text: str) -> list[tuple[str, int, int]]:
-    """Split text into (casefolded word, start, end); the offsets index the original text."""
-    return [(m.group().casefold(), m.start(), m.end()) for m in _WORD.finditer(text)]
+    """Split text into (folded word, start, end); the offsets index the original text."""
+    return [(singular(m.group().casefold()), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
 @dataclass(frozen=True)

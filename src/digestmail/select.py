@@ -17,23 +17,40 @@ def paper_fields(paper: Paper) -> Fields:
     return {"title": rules.words(paper.title), "abstract": rules.words(paper.abstract)}
 
 
-def match_paper(subscriber: Subscriber, topics: Mapping[str, str], fields: Fields) -> Match | None:
+def match_paper(subscriber: Subscriber, topics: Mapping[str, str], paper: Paper, fields: Fields) -> Match | None:
     """The topics (and own query) of this subscriber that match, with the words they hit."""
     named = [(t, topics[t]) for t in subscriber.topics if t in topics]
     if subscriber.query:
         named.append(("query", subscriber.query))
+    texts = {"title": paper.title, "abstract": paper.abstract}
     matched: list[str] = []
     hits: list[rules.Hit] = []
+    reasons: list[str] = []
     for name, source in named:
         found = rules.compile_rule(source).find(fields)
         if found:
             matched.append(name)
             hits.extend(found)
+            # Show each term as the paper writes it (first occurrence, title before abstract).
+            shown = dict.fromkeys(texts[h.field][h.start:h.end] for h in _in_text_order(found))
+            label = "your query" if name == "query" else f"topic {name}"
+            reasons.append(f"{label}: {', '.join(_dedupe_casefold(shown))}")
     if not matched:
         return None
-    terms = tuple(dict.fromkeys(h.term for h in hits))
+    terms = tuple(dict.fromkeys(h.term for h in _in_text_order(hits)))
     spans = tuple(sorted({(h.field, h.start, h.end, h.term) for h in hits}))
-    return Match(topics=tuple(matched), terms=terms, spans=spans)
+    return Match(topics=tuple(matched), terms=terms, spans=spans, reason=" · ".join(reasons))
+
+
+def _in_text_order(hits: list[rules.Hit]) -> list[rules.Hit]:
+    return sorted(hits, key=lambda h: (h.field != "title", h.start))
+
+
+def _dedupe_casefold(shown: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for s in shown:
+        seen.setdefault(rules.singular(s.casefold()), s)
+    return list(seen.values())
 
 
 def _score(pick: Pick) -> tuple[int, int]:
@@ -47,7 +64,7 @@ def select(subscriber: Subscriber, subscriber_id: int, papers: Iterable[Paper], 
     """The edition this subscriber would get now from these unsent papers, or None if nothing matches."""
     picks = []
     for paper in papers:
-        match = match_paper(subscriber, topics, fields(paper))
+        match = match_paper(subscriber, topics, paper, fields(paper))
         if match is not None:
             picks.append(Pick(paper, match))
     if not picks:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
+import aiosmtplib
+
+from .config import Config, SmtpSettings
 from .errors import DeliveryError
 from .message import Envelope
 
@@ -60,9 +65,84 @@ class FileTransport:
         pass
 
 
-def make_transport(kind: str, outbox: Path) -> Transport:
+class SmtpTransport:
+    """One persistent SMTP connection, reused across messages; TLS as configured, never downgraded.
+
+    The pipeline is synchronous; this class owns an event loop so `async` stays at this edge.
+    """
+
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.password = settings.password()  # fail before the first message if the secret is missing
+        self._runner = asyncio.Runner()
+        self._client: aiosmtplib.SMTP | None = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cafile = str(self.settings.ca_file) if self.settings.ca_file else None
+        return ssl.create_default_context(cafile=cafile)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        # start_tls must be True or False: aiosmtplib's None means "if offered", which a man in the
+        # middle can strip, after which a password would go out in clear.
+        client = aiosmtplib.SMTP(hostname=s.host, port=s.port, timeout=s.timeout,
+                                 use_tls=s.security == "tls", start_tls=s.security == "starttls",
+                                 tls_context=self._tls_context() if s.security != "none" else None)
+        await client.connect()
+        if s.username:
+            if client.get_transport_info("sslcontext") is None:  # belt and braces; config forbids this
+                client.close()
+                raise DeliveryError("refusing to log in over a connection without TLS", where=s.host)
+            assert self.password is not None
+            await client.login(s.username, self.password)
+        return client
+
+    async def _send(self, data: bytes, envelope: Envelope) -> None:
+        for attempt in (1, 2):
+            if self._client is None or not self._client.is_connected:
+                self._client = await self._connect()
+            try:
+                refused, _ = await self._client.sendmail(envelope.sender, list(envelope.recipients), data)
+            except aiosmtplib.SMTPServerDisconnected:
+                # An idle connection the server closed: reconnect once, then give up.
+                self._client = None
+                if attempt == 2:
+                    raise
+                continue
+            except aiosmtplib.SMTPResponseException:
+                await self._client.rset()  # leave the connection clean for the next message
+                raise
+            if refused:
+                raise DeliveryError(f"recipients refused: {refused}", where=self.settings.host)
+            return
+
+    def send(self, data: bytes, envelope: Envelope, key: str) -> None:
+        try:
+            self._runner.run(self._send(data, envelope))
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"the server answered {exc.code} {exc.message}",
+                                where=f"{self.settings.host}:{self.settings.port}") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._client = None
+            raise DeliveryError(f"SMTP failed: {exc}", where=f"{self.settings.host}:{self.settings.port}",
+                                hint="check [delivery.smtp] host, port, security and ca_file") from None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        try:
+            if client is not None and client.is_connected:
+                self._runner.run(client.quit())
+        except (aiosmtplib.SMTPException, OSError):
+            pass  # the messages are already handed over; a failed QUIT loses nothing
+        finally:
+            self._runner.close()
+
+
+def make_transport(config: Config) -> Transport:
     """The configured transport."""
-    if kind == "file":
-        return FileTransport(outbox)
-    raise DeliveryError(f"the {kind!r} transport is not available in this version",
-                        hint="use transport = \"file\"")
+    if config.transport == "smtp":
+        assert config.smtp is not None
+        return SmtpTransport(config.smtp)
+    return FileTransport(config.outbox)
