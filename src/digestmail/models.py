@@ -8,13 +8,25 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Entry:
-    """One paper as one digest lists it; `line` is where its title starts in the file."""
+    """One paper as one digest lists it; `line` is where it starts in the file (0: not line-based).
+
+    Parsers fill what their format gives and leave the rest empty. `arxiv_id` has no version
+    (`2403.01234`, `cs/0112017`); `kind` is "new", "cross-list" or "replacement" (arXiv listings:
+    a replacement updates a known paper and is never a new one).
+    """
 
     title: str
     abstract: str
     line: int = 0
     arxiv_id: str | None = None
     authors: tuple[str, ...] = ()
+    upvotes: int | None = None
+    categories: tuple[str, ...] = ()
+    github: str | None = None
+    project_page: str | None = None
+    keywords: tuple[str, ...] = ()
+    published: dt.date | None = None
+    kind: str = "new"
 
 
 @dataclass(frozen=True)
