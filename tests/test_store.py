@@ -14,8 +14,9 @@ from digestmail.store import MIGRATIONS, Store
 NOW = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
 
 
-def digest(*titles: str) -> Digest:
-    return Digest("trending", dt.date(2026, 11, 20), tuple(Entry(t, f"About {t}.") for t in titles))
+def digest(*entries: str | Entry) -> Digest:
+    return Digest("trending", dt.date(2026, 11, 20),
+                  tuple(e if isinstance(e, Entry) else Entry(e, f"About {e}.") for e in entries))
 
 
 def test_migrations_run_once_and_are_recorded(tmp_path):
@@ -30,8 +31,8 @@ def test_migrations_run_once_and_are_recorded(tmp_path):
 
 def test_add_digest_counts_new_and_known(tmp_path):
     with Store(tmp_path / "s.sqlite3") as store:
-        first = store.add_digest("a.txt", "sha-a", digest("A", "B"), ["k:a", "k:b"], NOW)
-        second = store.add_digest("b.txt", "sha-b", digest("B", "C"), ["k:b", "k:c"], NOW)
+        first = store.add_digest("a.txt", "sha-a", digest("A", "B"), NOW)
+        second = store.add_digest("b.txt", "sha-b", digest("B", "C"), NOW)
         assert (first.new_papers, first.known_papers) == (2, 0)
         assert (second.new_papers, second.known_papers) == (1, 1)
         assert store.has_digest("sha-a") and not store.has_digest("sha-x")
@@ -40,14 +41,14 @@ def test_add_digest_counts_new_and_known(tmp_path):
         store.sync_subscribers([Subscriber("a@example.org", topics=("t",))], NOW)
         (sid, _), = store.active_subscribers()
         by_key = {p.key: p.digest_count for p in store.unsent_papers(sid)}
-        assert by_key == {"k:a": 1, "k:b": 2, "k:c": 1}
+        assert by_key == {"title:a": 1, "title:b": 2, "title:c": 1}
 
 
 def test_same_sha_twice_is_refused_by_the_schema(tmp_path):
     with Store(tmp_path / "s.sqlite3") as store:
-        store.add_digest("a.txt", "sha-a", digest("A"), ["k:a"], NOW)
+        store.add_digest("a.txt", "sha-a", digest("A"), NOW)
         with pytest.raises(sqlite3.IntegrityError):
-            store.add_digest("a2.txt", "sha-a", digest("Z"), ["k:z"], NOW)
+            store.add_digest("a2.txt", "sha-a", digest("Z"), NOW)
         assert store.counts()["papers"] == 1  # the failed transaction left nothing behind
 
 
@@ -82,15 +83,15 @@ def test_active_subscribers_pages_through_a_long_list(tmp_path):
 
 def test_ledger_hides_sent_papers(tmp_path):
     with Store(tmp_path / "s.sqlite3") as store:
-        store.add_digest("a.txt", "sha-a", digest("A", "B"), ["k:a", "k:b"], NOW)
+        store.add_digest("a.txt", "sha-a", digest("A", "B"), NOW)
         store.sync_subscribers([Subscriber("a@example.org", topics=("t",)),
                                 Subscriber("b@example.org", topics=("t",))], NOW)
         (sa, _), (sb, _) = store.active_subscribers()
-        paper_a = next(p for p in store.unsent_papers(sa) if p.key == "k:a")
+        paper_a = next(p for p in store.unsent_papers(sa) if p.key == "title:a")
         store.record_delivery(sa, [paper_a.id], "m1@example.org", NOW)
         store.record_delivery(sa, [paper_a.id], "m1@example.org", NOW)  # idempotent
-        assert [p.key for p in store.unsent_papers(sa)] == ["k:b"]
-        assert [p.key for p in store.unsent_papers(sb)] == ["k:a", "k:b"]
+        assert [p.key for p in store.unsent_papers(sa)] == ["title:b"]
+        assert [p.key for p in store.unsent_papers(sb)] == ["title:a", "title:b"]
         assert store.counts()["messages_sent"] == 1
 
 
@@ -99,3 +100,63 @@ def test_unopenable_store_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as err:
         Store(tmp_path / "dir.sqlite3")
     assert "cannot open the store" in str(err.value)
+
+
+def papers(store: Store) -> list:
+    store.sync_subscribers([Subscriber("probe@example.org", topics=("t",))], NOW)
+    (sid, _), = store.active_subscribers()
+    return store.unsent_papers(sid)
+
+
+TITLE = "Vision Transformers Need Registers for Clean Attention Maps"
+
+
+def test_title_first_then_arxiv_id_is_one_paper(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(TITLE), NOW)
+        r = store.add_digest("b", "2", digest(Entry(TITLE.upper(), "x", arxiv_id="2309.16588",
+                                                    authors=("T. Darcet",), upvotes=42)), NOW)
+        assert (r.new_papers, r.known_papers) == (0, 1)
+        r = store.add_digest("c", "3", digest(Entry("Another title entirely", "y", arxiv_id="2309.16588")), NOW)
+        assert r.known_papers == 1  # found by id, whatever the title says
+        (p,) = papers(store)
+        assert (p.key, p.arxiv_id, p.authors, p.upvotes, p.digest_count) == \
+            ("arxiv:2309.16588", "2309.16588", ("T. Darcet",), 42, 3)
+
+
+def test_arxiv_id_first_then_title_is_one_paper(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(Entry(TITLE, "x", arxiv_id="2309.16588")), NOW)
+        assert store.add_digest("b", "2", digest(TITLE.replace(" ", "  ") + "."), NOW).known_papers == 1
+
+
+def test_near_identical_titles_merge_and_different_papers_do_not(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(TITLE, "GPT-3 Technical Report and Beyond It",
+                                          "Masked Autoencoders Are Scalable Vision Learners"), NOW)
+        r = store.add_digest("b", "2", digest(
+            "Vision Transformer Needs Registers for Clean Attention Map",   # plurals: same paper
+            "Vision Transformers Need Registers for Clean Atention Maps",   # a typo: same paper
+            "Vision-Transformers Need Registers for Clean Attention Maps",  # hyphen: same paper
+            "GPT-4 Technical Report and Beyond It",                         # another number
+            "Masked Autoencoders As Scalable Vision Learners",              # another word
+        ), NOW)
+        assert (r.new_papers, r.known_papers) == (2, 1)
+
+
+def test_different_arxiv_ids_never_merge(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(Entry(TITLE, "x", arxiv_id="2309.16588")), NOW)
+        r = store.add_digest("b", "2", digest(Entry(TITLE, "x", arxiv_id="2401.00001")), NOW)
+        assert r.new_papers == 1
+
+
+def test_replacements_update_known_papers_and_are_never_new(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(Entry(TITLE, "old abstract", arxiv_id="2309.16588")), NOW)
+        r = store.add_digest("b", "2", digest(
+            Entry(TITLE + " (revised)", "new abstract", arxiv_id="2309.16588", kind="replacement"),
+            Entry("Unknown replaced paper", "z", arxiv_id="2101.00001", kind="replacement")), NOW)
+        assert (r.new_papers, r.known_papers, r.updated_papers) == (0, 0, 1)
+        (p,) = papers(store)
+        assert p.abstract == "new abstract" and p.title.endswith("(revised)") and p.digest_count == 1

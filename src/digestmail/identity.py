@@ -1,13 +1,37 @@
-"""Canonical paper keys: the same paper under a differently cased or punctuated title is one paper."""
+"""Paper identity: one paper however a digest spells its title, and whichever id it gives (pure).
+
+The rule, in order (documented in docs/identity.md):
+1. Same arXiv id (version dropped) -> same paper. Two different arXiv ids are never merged.
+2. Same normalised title -> same paper (NFKC, casefold, apostrophes dropped, punctuation, spacing,
+   NBSP and arXiv hard line breaks folded).
+3. Same compact title (the normalised title without spaces: `pre-training` == `pretraining`).
+4. Near-identical: the same words once plurals are folded (`Vision Transformers Need Registers` ~
+   `Vision Transformer Needs Registers`), or compact titles of at least 30 characters with the same
+   numbers and one edit apart (a typo or two swapped letters). `GPT-3 …` and `GPT-4 …` never merge, nor do titles
+   that differ by a real word (`… Are Scalable …` vs `… As Scalable …`).
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+
+from rapidfuzz.distance import OSA
+
+from .rules import singular
 
 # Apostrophes vanish ("Don't" == "Dont"); every other run of punctuation or space is one space.
 _APOSTROPHES = re.compile(r"['\u2018\u2019`\u00b4]")
 _NON_WORD = re.compile(r"[\W_]+")
+_DIGITS = re.compile(r"\d+")
+_ARXIV_NEW = re.compile(r"^(\d{4}\.\d{4,5})(?:v\d+)?$")
+_ARXIV_OLD = re.compile(r"^([a-z-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
+_ARXIV_URL = re.compile(r"arxiv\.org/(?:abs|pdf)/([a-z-]+(?:\.[A-Z]{2})?/\d{7}|\d{4}\.\d{4,5})(?:v\d+)?", re.I)
+
+NEAR_MIN_CHARS = 30
+NEAR_MAX_EDITS = 1
+BLOCK = 12  # characters of the compact title's head and tail used to find near-duplicate candidates
 
 
 def normalise_title(title: str) -> str:
@@ -17,6 +41,51 @@ def normalise_title(title: str) -> str:
     return _NON_WORD.sub(" ", text).strip()
 
 
-def paper_key(title: str) -> str:
-    """The store's unique key for a paper known only by its title."""
-    return "title:" + normalise_title(title)
+def arxiv_id(value: str | None) -> str | None:
+    """The arXiv id without version (`2403.01234v2` -> `2403.01234`), or None if it is not one."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.lower().startswith("arxiv:"):
+        value = value[6:]
+    m = _ARXIV_NEW.match(value) or _ARXIV_OLD.match(value)
+    return m.group(1) if m else None
+
+
+def arxiv_ids_in(text: str) -> list[str]:
+    """arXiv ids of every arxiv.org/abs|pdf link in a text, in order, without duplicates."""
+    return list(dict.fromkeys(m.group(1) for m in _ARXIV_URL.finditer(text)))
+
+
+@dataclass(frozen=True)
+class TitleKeys:
+    """The forms of a title the store indexes to find the same paper again."""
+
+    normal: str
+    compact: str
+    head: str
+    tail: str
+    numbers: tuple[str, ...]
+    folded: str  # words with plurals folded
+
+
+def title_keys(title: str) -> TitleKeys:
+    normal = normalise_title(title)
+    compact = normal.replace(" ", "")
+    folded = " ".join(singular(w) for w in normal.split())
+    return TitleKeys(normal, compact, compact[:BLOCK], compact[-BLOCK:], tuple(_DIGITS.findall(normal)),
+                     folded)
+
+
+def paper_key(title: str, arxiv: str | None = None) -> str:
+    """The canonical key: the arXiv id when known, else the normalised title."""
+    return f"arxiv:{arxiv}" if arxiv else "title:" + normalise_title(title)
+
+
+def near_duplicate(a: TitleKeys, b: TitleKeys) -> bool:
+    """True when two titles differ by a slip (a plural, a typo), never by a number or a real word."""
+    if a.compact == b.compact or a.folded == b.folded:
+        return True
+    if min(len(a.compact), len(b.compact)) < NEAR_MIN_CHARS or a.numbers != b.numbers:
+        return False
+    return OSA.distance(a.compact, b.compact, score_cutoff=NEAR_MAX_EDITS) <= NEAR_MAX_EDITS

@@ -51,6 +51,11 @@ class Paper:
     digest_count: int = 1
     authors: tuple[str, ...] = ()
     arxiv_id: str | None = None
+    upvotes: int | None = None  # the most any digest reported
+    github: str | None = None
+    project_page: str | None = None
+    categories: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

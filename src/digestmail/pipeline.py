@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import identity, message, sources
+from . import message, sources
 from .config import Config, iter_subscribers_file, parse_address
 from .errors import ConfigError, DigestError, DigestmailError
 from .models import Digest, Edition, Paper, RenderedEmail, Subscriber
@@ -131,8 +131,7 @@ def ingest(store: Store, paths: Iterable[Path], now: dt.datetime,
             report.status = "duplicate"
             log.info("skipped %s: already ingested", report.path)
             continue
-        keys = [identity.paper_key(e.title) for e in digest.entries]
-        result = store.add_digest(str(raw.path), raw.sha256, digest, keys, now)
+        result = store.add_digest(str(raw.path), raw.sha256, digest, now)
         report.status, report.new_papers, report.known_papers = "ingested", result.new_papers, result.known_papers
         for w in report.warnings:
             log.warning("%s: %s", report.path, w)

@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import identity
 from .errors import StoreError
-from .models import Digest, Paper, Subscriber
+from .models import Digest, Entry, Paper, Subscriber
 
 # Append-only: each migration runs once, in its own transaction, and is recorded by name.
-# Never edit or reorder an entry that has shipped; add a new one.
-MIGRATIONS: list[tuple[str, str]] = []
+# Never edit or reorder an entry that has shipped; add a new one. A step is SQL or a function.
+Step = str | Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Step]] = []
 migration = MIGRATIONS.append
 
 migration(("0001_initial", """
@@ -64,6 +66,45 @@ CREATE TABLE deliveries (
 """))
 
 
+def _backfill_title_keys(db: sqlite3.Connection) -> None:
+    for paper_id, title in db.execute("SELECT id, title FROM papers").fetchall():
+        k = identity.title_keys(title)
+        db.execute("UPDATE papers SET title_norm = ?, title_compact = ?, title_head = ?, title_tail = ? "
+                   "WHERE id = ?", (k.normal, k.compact, k.head, k.tail, paper_id))
+
+
+migration(("0002_provenance", """
+ALTER TABLE papers ADD COLUMN arxiv_id TEXT;
+ALTER TABLE papers ADD COLUMN title_norm TEXT NOT NULL DEFAULT '';
+ALTER TABLE papers ADD COLUMN title_compact TEXT NOT NULL DEFAULT '';
+ALTER TABLE papers ADD COLUMN title_head TEXT NOT NULL DEFAULT '';
+ALTER TABLE papers ADD COLUMN title_tail TEXT NOT NULL DEFAULT '';
+ALTER TABLE papers ADD COLUMN authors TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE papers ADD COLUMN categories TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE papers ADD COLUMN keywords TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE papers ADD COLUMN github TEXT;
+ALTER TABLE papers ADD COLUMN project_page TEXT;
+ALTER TABLE papers ADD COLUMN updated_at TEXT;
+CREATE UNIQUE INDEX papers_arxiv ON papers(arxiv_id) WHERE arxiv_id IS NOT NULL;
+CREATE INDEX papers_title_norm ON papers(title_norm);
+CREATE INDEX papers_title_compact ON papers(title_compact);
+CREATE INDEX papers_title_head ON papers(title_head);
+CREATE INDEX papers_title_tail ON papers(title_tail);
+ALTER TABLE paper_digests ADD COLUMN upvotes INTEGER;
+ALTER TABLE digests ADD COLUMN source TEXT NOT NULL DEFAULT 'files';
+CREATE INDEX digests_source ON digests(source, digest_date);
+-- One row per source: what the last poll saw, so a quiet day and a broken feed look different.
+CREATE TABLE source_status (
+    source TEXT PRIMARY KEY,
+    last_poll TEXT,
+    last_arrival TEXT,
+    last_new_papers TEXT,
+    last_error TEXT
+);
+"""))
+migration(("0003_backfill_title_keys", _backfill_title_keys))
+
+
 @dataclass(frozen=True)
 class IngestResult:
     """What adding one digest did: its id and how many of its papers were new to the store."""
@@ -71,10 +112,23 @@ class IngestResult:
     digest_id: int
     new_papers: int
     known_papers: int
+    updated_papers: int = 0  # replacements of known papers (arXiv listings)
 
 
 def _iso(moment: dt.datetime | dt.date) -> str:
     return moment.isoformat()
+
+
+# A paper row with its provenance aggregated over the digests it appeared in.
+_PAPER_COLUMNS = ("p.id, p.key, p.title, p.abstract, p.first_seen, COUNT(pd.digest_id), p.authors, p.arxiv_id, "
+                  "MAX(pd.upvotes), p.github, p.project_page, p.categories, p.keywords")
+
+
+def _paper(r: tuple) -> Paper:  # type: ignore[type-arg]
+    return Paper(id=r[0], key=r[1], title=r[2], abstract=r[3], first_seen=dt.datetime.fromisoformat(r[4]),
+                 digest_count=r[5], authors=tuple(json.loads(r[6])), arxiv_id=r[7], upvotes=r[8],
+                 github=r[9], project_page=r[10], categories=tuple(json.loads(r[11])),
+                 keywords=tuple(json.loads(r[12])))
 
 
 class Store:
@@ -116,13 +170,16 @@ class Store:
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
         done = {row[0] for row in self.db.execute("SELECT name FROM migrations")}
-        for name, sql in MIGRATIONS:
+        for name, step in MIGRATIONS:
             if name in done:
                 continue
             with self.transaction() as db:
-                for statement in sql.split(";\n"):
-                    if statement.strip():
-                        db.execute(statement)
+                if callable(step):
+                    step(db)
+                else:
+                    for statement in step.split(";\n"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute("INSERT INTO migrations VALUES (?, ?)",
                            (name, _iso(dt.datetime.now(dt.timezone.utc))))
 
@@ -131,42 +188,103 @@ class Store:
     def has_digest(self, sha256: str) -> bool:
         return self.db.execute("SELECT 1 FROM digests WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
-    def add_digest(self, path: str, sha256: str, digest: Digest, keys: list[str],
-                   ingested_at: dt.datetime) -> IngestResult:
-        """Store a parsed digest and its papers in one transaction; `keys[i]` is entry i's paper key."""
-        new = known = 0
+    def add_digest(self, path: str, sha256: str, digest: Digest, ingested_at: dt.datetime,
+                   source: str = "files") -> IngestResult:
+        """Store a parsed digest and its papers in one transaction, each entry matched to a known paper
+        by identity's rules (arXiv id, title, near-identical title) or added as a new one."""
+        new = known = updated = 0
         with self.transaction() as db:
             digest_id = db.execute(
-                "INSERT INTO digests (path, sha256, format, digest_date, ingested_at, entries) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (path, sha256, digest.format, _iso(digest.date), _iso(ingested_at), len(digest.entries)),
+                "INSERT INTO digests (path, sha256, format, digest_date, ingested_at, entries, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (path, sha256, digest.format, _iso(digest.date), _iso(ingested_at), len(digest.entries), source),
             ).lastrowid
-            for position, (entry, key) in enumerate(zip(digest.entries, keys)):
-                row = db.execute("SELECT id, abstract FROM papers WHERE key = ?", (key,)).fetchone()
-                if row is None:
-                    paper_id = db.execute(
-                        "INSERT INTO papers (key, title, abstract, first_seen) VALUES (?, ?, ?, ?)",
-                        (key, entry.title, entry.abstract, _iso(ingested_at))).lastrowid
+            assert digest_id is not None
+            seen: set[int] = set()
+            for position, entry in enumerate(digest.entries):
+                keys = identity.title_keys(entry.title)
+                paper_id = self._find_paper(db, entry, keys)
+                if entry.kind == "replacement":
+                    # A revised version: refresh what we know, but it is neither new nor "seen again".
+                    if paper_id is not None:
+                        self._update_paper(db, paper_id, entry, ingested_at, replace=True)
+                        updated += 1
+                    continue
+                if paper_id is None:
+                    paper_id = self._insert_paper(db, entry, keys, ingested_at)
                     new += 1
-                else:
-                    paper_id = row[0]
+                elif paper_id not in seen:
+                    self._update_paper(db, paper_id, entry, ingested_at, replace=False)
                     known += 1
-                    if not row[1] and entry.abstract:  # a later digest may complete a bare title
-                        db.execute("UPDATE papers SET abstract = ? WHERE id = ?", (entry.abstract, paper_id))
-                db.execute("INSERT OR IGNORE INTO paper_digests VALUES (?, ?, ?)",
-                           (paper_id, digest_id, position))
-        assert digest_id is not None
-        return IngestResult(digest_id, new, known)
+                seen.add(paper_id)
+                db.execute("INSERT OR IGNORE INTO paper_digests (paper_id, digest_id, position, upvotes) "
+                           "VALUES (?, ?, ?, ?)", (paper_id, digest_id, position, entry.upvotes))
+        return IngestResult(digest_id, new, known, updated)
+
+    @staticmethod
+    def _find_paper(db: sqlite3.Connection, entry: Entry, keys: identity.TitleKeys) -> int | None:
+        if entry.arxiv_id:
+            row = db.execute("SELECT id FROM papers WHERE arxiv_id = ?", (entry.arxiv_id,)).fetchone()
+            if row:
+                return int(row[0])
+
+        def compatible(other_arxiv: str | None) -> bool:  # two different arXiv ids are two papers
+            return not (entry.arxiv_id and other_arxiv and other_arxiv != entry.arxiv_id)
+
+        for pid, other in db.execute("SELECT id, arxiv_id FROM papers WHERE title_norm = ? OR title_compact = ?",
+                                     (keys.normal, keys.compact)):
+            if compatible(other):
+                return int(pid)
+        for pid, other, title in db.execute(
+                "SELECT id, arxiv_id, title FROM papers WHERE title_head = ? OR title_tail = ?",
+                (keys.head, keys.tail)):
+            if compatible(other) and identity.near_duplicate(keys, identity.title_keys(title)):
+                return int(pid)
+        return None
+
+    @staticmethod
+    def _insert_paper(db: sqlite3.Connection, entry: Entry, keys: identity.TitleKeys, now: dt.datetime) -> int:
+        paper_id = db.execute(
+            "INSERT INTO papers (key, title, abstract, first_seen, arxiv_id, title_norm, title_compact, "
+            "title_head, title_tail, authors, categories, keywords, github, project_page, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (identity.paper_key(entry.title, entry.arxiv_id), entry.title, entry.abstract, _iso(now),
+             entry.arxiv_id, keys.normal, keys.compact, keys.head, keys.tail, json.dumps(list(entry.authors)),
+             json.dumps(list(entry.categories)), json.dumps(list(entry.keywords)), entry.github,
+             entry.project_page, _iso(now))).lastrowid
+        assert paper_id is not None
+        return paper_id
+
+    @staticmethod
+    def _update_paper(db: sqlite3.Connection, paper_id: int, entry: Entry, now: dt.datetime, *,
+                      replace: bool) -> None:
+        """Fill what the paper lacks from this entry; a replacement also overwrites title and abstract."""
+        row = db.execute("SELECT arxiv_id, abstract, authors, categories, keywords, github, project_page "
+                         "FROM papers WHERE id = ?", (paper_id,)).fetchone()
+        arxiv, abstract, authors, categories, keywords, github, project = row
+        if entry.arxiv_id and not arxiv:
+            db.execute("UPDATE papers SET arxiv_id = ?, key = ? WHERE id = ?",
+                       (entry.arxiv_id, identity.paper_key(entry.title, entry.arxiv_id), paper_id))
+        if replace and entry.title:
+            k = identity.title_keys(entry.title)
+            db.execute("UPDATE papers SET title = ?, title_norm = ?, title_compact = ?, title_head = ?, "
+                       "title_tail = ? WHERE id = ?", (entry.title, k.normal, k.compact, k.head, k.tail, paper_id))
+        db.execute(
+            "UPDATE papers SET abstract = ?, authors = ?, categories = ?, keywords = ?, github = ?, "
+            "project_page = ?, updated_at = ? WHERE id = ?",
+            (entry.abstract if entry.abstract and (replace or not abstract) else abstract,
+             json.dumps(list(entry.authors)) if entry.authors and (replace or authors == "[]") else authors,
+             json.dumps(list(entry.categories)) if entry.categories and categories == "[]" else categories,
+             json.dumps(list(entry.keywords)) if entry.keywords and keywords == "[]" else keywords,
+             github or entry.github, project or entry.project_page, _iso(now), paper_id))
 
     def unsent_papers(self, subscriber_id: int) -> list[Paper]:
         """Papers never handed to this subscriber, with how many digests each appeared in."""
         rows = self.db.execute(
-            "SELECT p.id, p.key, p.title, p.abstract, p.first_seen, COUNT(pd.digest_id) "
-            "FROM papers p JOIN paper_digests pd ON pd.paper_id = p.id "
+            f"SELECT {_PAPER_COLUMNS} FROM papers p JOIN paper_digests pd ON pd.paper_id = p.id "
             "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = ? AND d.paper_id = p.id) "
             "GROUP BY p.id ORDER BY p.id", (subscriber_id,))
-        return [Paper(id=r[0], key=r[1], title=r[2], abstract=r[3],
-                      first_seen=dt.datetime.fromisoformat(r[4]), digest_count=r[5]) for r in rows]
+        return [_paper(r) for r in rows]
 
     # -- subscribers -------------------------------------------------------------------------
 
