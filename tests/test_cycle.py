@@ -85,7 +85,7 @@ def setup(tmp_path, shared):
 
 
 @pytest.mark.shared
-def test_ingest_counts_and_dates(setup):
+def test_ingest_counts_and_dates(setup, shared):
     folder, config = setup
     result = cli("--config", config, "--now", NOW, "ingest", "--json")
     assert result.returncode == 0, result.stderr
@@ -100,6 +100,11 @@ def test_ingest_counts_and_dates(setup):
     with sqlite3.connect(folder / "store.sqlite3") as db:
         dates = [r[0] for r in db.execute("SELECT digest_date FROM digests ORDER BY id")]
     assert dates == sorted(dates)
+    # Processed files moved to done/; the same files dropped in again change nothing.
+    assert sorted(p.name for p in (folder / "inbox" / "done").iterdir()) == \
+        sorted(p.name for p in (shared / "digests").glob("*.txt"))
+    for path in (folder / "inbox" / "done").iterdir():
+        shutil.copy(path, folder / "inbox" / path.name)
     again = json.loads(cli("--config", config, "--now", NOW, "ingest", "--json").stdout)
     assert again["duplicate"] == 5 and again["new_papers"] == 0
 
@@ -178,8 +183,13 @@ def test_one_unreadable_digest_does_not_stop_the_others(tmp_path):
     assert files["good.txt"]["status"] == "ingested" and files["good.txt"]["new_papers"] == 1
     for name in ("garbage.bin", "dangling.txt", "prose.txt"):
         assert files[name]["status"] == "rejected" and files[name]["reason"], name
+    assert [p.name for p in (inbox / "done").iterdir()] == ["good.txt"]
+    rejected = sorted(p.name for p in (inbox / "rejected").iterdir())
+    assert rejected == sorted(n + s for n in ("dangling.txt", "garbage.bin", "prose.txt") for s in ("", ".reason"))
+    assert "not a digest format" in (inbox / "rejected" / "prose.txt.reason").read_text()
+    assert [p.name for p in inbox.iterdir() if p.is_file()] == []
     run = cli("--config", config, "--now", NOW, "run")
-    assert run.returncode == 1  # still partial: the bad files are still in the inbox
+    assert run.returncode == 0, run.stderr  # the bad files are out of the way now
     assert len(emails(tmp_path / "outbox")["a@example.org"]) == 1
 
 

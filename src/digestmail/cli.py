@@ -15,6 +15,7 @@ import click
 from . import __version__, pipeline, progress
 from .config import Config, config_path, load_config
 from .errors import ConfigError, DigestmailError
+from .health import source_health
 from .store import Store
 
 log = logging.getLogger("digestmail")
@@ -79,7 +80,7 @@ def ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> int:
         if paths:
             report = pipeline.ingest_paths(store, paths, obj.now, progress.track)
         else:
-            report = pipeline.ingest_inbox(store, config, obj.now, progress.track)
+            report = pipeline.ingest_sources(store, config, obj.now, progress.track)
     if as_json:
         _echo_json(report.as_dict())
     else:
@@ -108,6 +109,12 @@ def run(obj: Context, as_json: bool) -> int:
                    f"{len(report.failed)} failed")
         for f in report.failed:
             click.echo(f"  failed {f['email']}: {f['error']}", err=True)
+        for name, h in report.sources.items():
+            if h["stale"]:
+                click.echo(f"source {name} is STALE: nothing arrived for {h['silent_for'] or 'ever'} "
+                           f"(expected every {h['expect_every']})")
+            elif h["state"] == "quiet" and not ing["new_papers"]:
+                click.echo(f"source {name}: digests arrive but held no new papers")
     return report.exit_code
 
 
@@ -145,11 +152,26 @@ def status(obj: Context, as_json: bool) -> int:
         data: dict[str, Any] = dict(store.counts())
         last_date, last_ingest = store.last_ingest()
         data["last_digest_date"], data["last_ingest"] = last_date, last_ingest
+        recorded = store.source_status()
+    data["sources"] = {src.name: source_health(recorded.get(src.name), src.expect_every, obj.now)
+                       for src in config.sources}
     if as_json:
         _echo_json(data)
-    else:
-        for k, v in data.items():
+        return 0
+    for k, v in data.items():
+        if k != "sources":
             click.echo(f"{k.replace('_', ' '):18} {v if v is not None else '-'}")
+    for name, h in data["sources"].items():
+        line = f"source {name}: {h['state']}"
+        if h["silent_for"] is not None:
+            line += f", last digest arrived {h['silent_for']} ago"
+        if h.get("last_digest_date"):
+            line += f" (dated {h['last_digest_date']})"
+        if h["expect_every"]:
+            line += f", expected every {h['expect_every']}"
+        if h["state"] == "quiet":
+            line += "; digests arrive but hold no new papers"
+        click.echo(line)
     return 0
 
 

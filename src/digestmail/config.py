@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import difflib
 import os
 import re
@@ -14,13 +15,13 @@ from typing import Any
 
 from . import rules
 from .errors import ConfigError, RuleError
+from .message import ADDRESS, control_character
 from .models import Subscriber
 
 DEFAULT_PATH = "digestmail.toml"
 TRANSPORTS = ("file", "smtp")
 # Deliberately strict and ASCII-only: an address goes into SMTP envelopes and headers verbatim.
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_EMAIL = ADDRESS
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,32 @@ class Key:
 # tables; both are described separately below.
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
-        "subscribers_file": Key(str, "", "CSV of subscribers (email,name,topics,query,max_papers)"),
+        "subscribers_file": Key(str, "", "CSV of subscribers (email,name,topics,query,max_papers,…)"),
     },
     "store": {
         "path": Key(str, "digestmail.sqlite3", "SQLite file holding papers, subscribers and the ledger"),
     },
     "sources": {
         "inbox": Key(str, "inbox", "folder of incoming digest files"),
+        "archive": Key(bool, True, "move processed inbox files to done/ and rejected ones to rejected/"),
+        "expect_every": Key(str, "", "flag the inbox as stale when nothing arrives for this long, e.g. '36h'"),
+    },
+    "sources.imap": {
+        "host": Key(str, "", "IMAP server whose folder receives the digests"),
+        "port": Key(int, 0, "0 means the usual port: 993 for tls, 143 for starttls and none"),
+        "security": Key(str, "tls", "tls | starttls | none (none refuses a username)"),
+        "username": Key(str, "", "login name"),
+        "password_env": Key(str, "", "name of the environment variable holding the password"),
+        "folder": Key(str, "INBOX", "the folder to read"),
+        "after": Key(str, "flag", "what to do with a read message: 'flag' (keyword $Digestmail + \\Seen) "
+                                  "or 'move:FOLDER'"),
+        "timeout": Key(int, 30, "seconds to wait for the server at each step"),
+        "ca_file": Key(str, "", "PEM file of CA certificates to trust instead of the system's"),
+        "expect_every": Key(str, "", "flag this source as stale after this long without a message"),
+    },
+    "sources.maildir": {
+        "path": Key(str, "", "a Maildir folder whose new messages are digests (moved to cur/ when read)"),
+        "expect_every": Key(str, "", "flag this source as stale after this long without a message"),
     },
     "delivery": {
         "transport": Key(str, "file", "file | smtp"),
@@ -65,10 +85,58 @@ SUBSCRIBER_KEYS: dict[str, Key] = {
     "topics": Key(list, [], "names of [topics] rules"),
     "query": Key(str, "", "an own rule, matched beside the topics"),
     "max_papers": Key(int, 10, "at most this many papers in one email"),
+    "min_papers": Key(int, 1, "fewer matches than this means no email this time (the report says so)"),
+    "exclude": Key(str, "", "a rule: matching papers are never sent"),
+    "backfill_days": Key(int, 7, "a new subscriber also gets papers from digests up to this many days older"),
 }
 TABLES = {t for t in SCHEMA if t and "." not in t} | {"topics", "subscribers"}
 SECURITY = ("starttls", "tls", "none")
 _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, where: str) -> dt.timedelta:
+    """'90s', '5m', '36h', '2d', '1w' -> timedelta; anything else is a ConfigError naming the key."""
+    m = _DURATION.match(text)
+    if not m or int(m.group(1)) == 0:
+        raise ConfigError(f"{text!r} is not a duration", where=where,
+                          hint="write a positive number and a unit: 90s, 5m, 36h, 2d or 1w")
+    return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """One place digests arrive from, and how often the admin expects something there."""
+
+    name: str  # "inbox", "maildir", "imap": also the key the store records its health under
+    path: Path | None
+    expect_every: dt.timedelta | None
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """[sources.imap]: a mailbox folder polled by UID; read messages are flagged or moved."""
+
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    folder: str
+    after: str  # "flag" or "move:FOLDER"
+    timeout: int
+    ca_file: Path | None
+
+    def password(self) -> str:
+        value = os.environ.get(self.password_env) if self.password_env else None
+        if value is None:
+            raise ConfigError(f"the environment variable {self.password_env or '(none named)'} is not set",
+                              where="sources.imap.password_env",
+                              hint="export the IMAP password in the variable named by password_env")
+        return value
 
 
 @dataclass(frozen=True)
@@ -102,6 +170,9 @@ class Config:
     path: Path
     store_path: Path
     inbox: Path
+    archive: bool
+    sources: tuple[SourceSettings, ...]
+    imap: ImapSettings | None
     transport: str
     outbox: Path
     sender: str
@@ -174,22 +245,60 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
     _check_unique(subscribers, where)
 
     base = path.parent
+    sources = [SourceSettings("inbox", _path(base, values["sources.inbox"]), _duration(values, "sources.expect_every", where))]
+    if values["sources.maildir.path"]:
+        sources.append(SourceSettings("maildir", _path(base, values["sources.maildir.path"]),
+                                      _duration(values, "sources.maildir.expect_every", where)))
+    imap = _imap(values, base, where) if values["sources.imap.host"] else None
+    if imap:
+        sources.append(SourceSettings("imap", None, _duration(values, "sources.imap.expect_every", where)))
     smtp = None
     if transport == "smtp":
         smtp = _smtp(values, base, where)
     subs_file = values["subscribers_file"]
     return Config(
         path=path,
-        store_path=base / values["store.path"],
-        inbox=base / values["sources.inbox"],
+        store_path=_path(base, values["store.path"]),
+        inbox=_path(base, values["sources.inbox"]),
+        archive=values["sources.archive"],
+        sources=tuple(sources),
+        imap=imap,
         transport=transport,
-        outbox=base / values["delivery.outbox"],
+        outbox=_path(base, values["delivery.outbox"]),
         sender=sender,
         topics=dict(topics),
         subscribers=subscribers,
-        subscribers_file=base / subs_file if subs_file else None,
+        subscribers_file=_path(base, subs_file) if subs_file else None,
         smtp=smtp,
     )
+
+
+def _path(base: Path, value: str) -> Path:
+    """Relative paths are taken from the config file's folder; `~` is the user's home."""
+    return base / Path(value).expanduser()
+
+
+def _duration(values: Mapping[str, Any], key: str, where: str) -> dt.timedelta | None:
+    return parse_duration(values[key], f"{where}: {key}") if values[key] else None
+
+
+def _imap(values: Mapping[str, Any], base: Path, where: str) -> ImapSettings:
+    v = {k.rpartition(".")[2]: val for k, val in values.items() if k.startswith("sources.imap.")}
+    if v["security"] not in SECURITY:
+        raise ConfigError(f"unknown security {v['security']!r}", where=f"{where}: sources.imap.security",
+                          hint=f"use one of: {', '.join(SECURITY)}")
+    if not v["username"] or not v["password_env"]:
+        raise ConfigError("IMAP needs a username and password_env", where=f"{where}: sources.imap.username")
+    if v["security"] == "none":
+        raise ConfigError("refusing to send a password without TLS", where=f"{where}: sources.imap.security",
+                          hint="use security = \"tls\" or \"starttls\"")
+    if v["after"] != "flag" and not (v["after"].startswith("move:") and v["after"][5:].strip()):
+        raise ConfigError(f"after must be 'flag' or 'move:FOLDER', not {v['after']!r}",
+                          where=f"{where}: sources.imap.after")
+    port = v["port"] or (993 if v["security"] == "tls" else 143)
+    return ImapSettings(host=v["host"], port=port, security=v["security"], username=v["username"],
+                        password_env=v["password_env"], folder=v["folder"], after=v["after"],
+                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None)
 
 
 def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
@@ -207,7 +316,7 @@ def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
                           where=f"{where}: delivery.smtp.password_env")
     return SmtpSettings(host=v["host"], port=v["port"] or _DEFAULT_PORTS[v["security"]],
                         security=v["security"], username=v["username"], password_env=v["password_env"],
-                        timeout=v["timeout"], ca_file=base / v["ca_file"] if v["ca_file"] else None)
+                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None)
 
 
 def _check_keys(section: Mapping[str, Any], known: set[str], prefix: str, where: str) -> None:
@@ -258,15 +367,22 @@ def make_subscriber(v: Mapping[str, Any], where: str, topics: Mapping[str, str])
             raise ConfigError(f"unknown topic {t!r}", where=f"{where}.topics",
                               hint=f"did you mean {close[0]!r}?" if close else
                               "define it under [topics] first")
-    if v["query"]:
-        _check_rule(v["query"], f"{where}.query")
+    for rule_key in ("query", "exclude"):
+        if v[rule_key]:
+            _check_rule(v[rule_key], f"{where}.{rule_key}")
     if v["max_papers"] < 1:
         raise ConfigError("max_papers must be at least 1", where=f"{where}.max_papers")
+    if not 0 <= v["min_papers"] <= v["max_papers"]:
+        raise ConfigError(f"min_papers must be between 0 and max_papers ({v['max_papers']})",
+                          where=f"{where}.min_papers")
+    if v["backfill_days"] < 0:
+        raise ConfigError("backfill_days cannot be negative", where=f"{where}.backfill_days")
     if not v["topics"] and not v["query"]:
         raise ConfigError("a subscriber needs topics or a query, or they would match nothing",
                           where=where)
-    return Subscriber(email=email, name=v["name"].strip(), topics=tuple(v["topics"]),
-                      query=v["query"], max_papers=v["max_papers"], where=where)
+    return Subscriber(email=email, name=v["name"].strip(), topics=tuple(v["topics"]), query=v["query"],
+                      max_papers=v["max_papers"], min_papers=v["min_papers"], exclude=v["exclude"],
+                      backfill_days=v["backfill_days"], where=where)
 
 
 def _check_unique(subscribers: tuple[Subscriber, ...], where: str) -> None:
@@ -288,7 +404,7 @@ def _check_rule(rule: str, where: str) -> None:
 
 def check_header_text(value: str, where: str) -> None:
     """Refuse control characters in text that will end up in a mail header."""
-    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    bad = control_character(value)
     if bad is not None:
         raise ConfigError(f"contains the control character {bad!r}", where=where,
                           hint="mail headers cannot carry line breaks or control characters")
@@ -319,19 +435,23 @@ def iter_subscribers_file(path: Path, topics: Mapping[str, str]) -> Iterator[Sub
                               where=f"{path}:1")
         for row in reader:
             where = f"{path}:{reader.line_num}"
-            try:
-                max_papers = int(row.get("max_papers") or SUBSCRIBER_KEYS["max_papers"].default)
-            except ValueError:
-                raise ConfigError(f"max_papers must be an integer, not {row['max_papers']!r}",
-                                  where=f"{where}.max_papers") from None
-            values = {
-                "email": row.get("email") or "",
-                "name": row.get("name") or "",
-                "topics": [t.strip() for t in (row.get("topics") or "").split(";") if t.strip()],
-                "query": row.get("query") or "",
-                "max_papers": max_papers,
-            }
-            yield make_subscriber(values, where, topics)
+            yield make_subscriber({name: _csv_value(row.get(name), name, key, where)
+                                   for name, key in SUBSCRIBER_KEYS.items()}, where, topics)
+
+
+def _csv_value(cell: str | None, name: str, key: Key, where: str) -> Any:
+    """A CSV cell as its key's type; empty means the default. Lists are separated by ';'."""
+    cell = (cell or "").strip()
+    if key.type is list:
+        return [t.strip() for t in cell.split(";") if t.strip()]
+    if not cell:
+        return "" if key.default is None else key.default
+    if key.type is int:
+        try:
+            return int(cell)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, not {cell!r}", where=f"{where}.{name}") from None
+    return cell
 
 
 def config_path(option: str | None) -> Path:

@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from .errors import HeaderError
 from .models import RenderedEmail
 
-_ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
-_ADDR = re.compile(r"^[\x21-\x7e]+@[A-Za-z0-9.-]+$")
+_ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# A dot-atom local part and an ASCII domain: nothing a header parser could split into two addresses.
+ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
 _MAX_WORD = 75  # RFC 2047: an encoded word is at most 75 characters
-_FOLD = 76
+_LINE = 76  # RFC 2047 lines holding encoded words; also keeps us under RFC 5322's 78
+# C0 and C1 controls, DEL, and the Unicode line/paragraph separators that str.splitlines() honours.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -32,29 +37,42 @@ class Envelope:
     recipients: tuple[str, ...]
 
 
+def control_character(value: str) -> str | None:
+    """The first character that must never reach a header (CR, LF, any control, NEL, U+2028…)."""
+    m = _CONTROL.search(value)
+    return m.group() if m else None
+
+
 def check(value: str, what: str) -> str:
     """Refuse CR, LF and every other control character in a header value."""
-    for c in value:
-        if ord(c) < 32 or ord(c) == 127:
-            raise HeaderError(f"{what} contains the control character {c!r}",
-                              hint="header values cannot carry line breaks")
+    bad = control_character(value)
+    if bad is not None:
+        raise HeaderError(f"{what} contains the control character {bad!r}",
+                          hint="header values cannot carry line breaks or control characters")
     return value
 
 
-def _needs_encoding(text: str) -> bool:
-    return not text.isascii() or "=?" in text or any(len(w) > 70 for w in text.split(" "))
+def _plain_fits(name: str, value: str) -> bool:
+    """Plain ASCII that no parser would decode, with every word fitting on a folded line."""
+    words = value.split(" ")
+    return (value.isascii() and "=?" not in value and "  " not in value and value == value.strip()
+            and len(name) + 2 + len(words[0]) <= _LINE and all(len(w) + 1 <= _LINE for w in words))
 
 
-def encode_words(text: str) -> list[str]:
-    """RFC 2047 base64 words of at most 75 characters, never splitting a UTF-8 sequence."""
+def encode_words(text: str, first_room: int = _MAX_WORD) -> list[str]:
+    """RFC 2047 base64 words, never splitting a UTF-8 sequence; the first word fits in `first_room`."""
     prefix, suffix = "=?utf-8?b?", "?="
-    room = (_MAX_WORD - len(prefix) - len(suffix)) // 4 * 3  # raw bytes per word
+
+    def raw_bytes(room: int) -> int:  # how many bytes base64-encode into `room` characters
+        return max((room - len(prefix) - len(suffix)) // 4 * 3, 3)
+
+    room = raw_bytes(min(first_room, _MAX_WORD))
     words, chunk = [], b""
     for ch in text:
         b = ch.encode("utf-8")
-        if len(chunk) + len(b) > room:
+        if chunk and len(chunk) + len(b) > room:
             words.append(prefix + base64.b64encode(chunk).decode("ascii") + suffix)
-            chunk = b""
+            chunk, room = b"", raw_bytes(_MAX_WORD)
         chunk += b
     if chunk or not words:
         words.append(prefix + base64.b64encode(chunk).decode("ascii") + suffix)
@@ -66,7 +84,7 @@ def fold(name: str, tokens: list[str]) -> str:
     line = name + ":"
     lines = []
     for tok in tokens:
-        if len(line) + 1 + len(tok) > _FOLD and line != name + ":":
+        if len(line) + 1 + len(tok) > _LINE and line != name + ":":
             lines.append(line)
             line = ""
         line += " " + tok
@@ -77,33 +95,44 @@ def fold(name: str, tokens: list[str]) -> str:
 def text_header(name: str, value: str) -> str:
     """An unstructured header (Subject): plain when plain ASCII, else encoded words."""
     check(value, name)
-    if _needs_encoding(value):
-        return fold(name, encode_words(value))
-    return fold(name, value.split(" "))
+    if _plain_fits(name, value):
+        return fold(name, value.split(" "))
+    return fold(name, encode_words(value, first_room=_LINE - len(name) - 2))
 
 
 def address(name: str, addr: str) -> str:
     """'Name <addr>' with the display name quoted or encoded as needed; the address must be plain."""
+    return " ".join(_address_tokens("", name, addr))
+
+
+def _address_tokens(header: str, name: str, addr: str) -> list[str]:
     check(name, "display name")
     check(addr, "address")
-    if not _ADDR.match(addr):
-        raise HeaderError(f"{addr!r} is not an address we can put in a header")
+    if not ADDRESS.match(addr):
+        raise HeaderError(f"{addr!r} is not an address we can put in a header",
+                          hint="use a plain ASCII address like ada@example.org")
     if not name:
-        return addr
-    if _needs_encoding(name):
-        return " ".join(encode_words(name)) + f" <{addr}>"
+        return [addr]
+    if not name.isascii() or "=?" in name:
+        return encode_words(name, first_room=_LINE - len(header) - 2) + [f"<{addr}>"]
     if _ATEXT_PHRASE.match(name):
-        return f"{name} <{addr}>"
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + f'" <{addr}>'
+        return name.split(" ") + [f"<{addr}>"]
+    # A quoted string keeps specials and exact spacing; it is never folded inside.
+    return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', f"<{addr}>"]
 
 
-def address_header(name: str, display: str, addr: str) -> str:
-    return fold(name, address(display, addr).split(" "))
+def address_header(header: str, display: str, addr: str) -> str:
+    return fold(header, _address_tokens(header, display, addr))
 
 
 def qp(text: str) -> bytes:
-    """Quoted-printable body with CRLF line ends; `=` is always encoded, so `=_` boundaries are safe."""
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    """Quoted-printable body with CRLF line ends; `=` is always encoded, so `=_` boundaries are safe.
+
+    Trailing blanks are dropped first: they carry nothing in our parts, and b2a_qp's `=20` for them
+    can push a line past RFC 2045's 76 characters.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    data = "\n".join(line.rstrip(" \t") for line in lines).encode("utf-8")
     return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
 
 
@@ -111,8 +140,8 @@ def build(rendered: RenderedEmail, *, sender: tuple[str, str], to: tuple[str, st
           date: dt.datetime) -> bytes:
     """multipart/alternative (text/plain, then text/html) with From, To, Subject, Date, Message-ID."""
     check(message_id, "Message-ID")
-    if not re.fullmatch(r"[\x21-\x7e]+@[\x21-\x7e]+", message_id) or "<" in message_id or ">" in message_id:
-        raise HeaderError(f"bad Message-ID {message_id!r}")
+    if not _MESSAGE_ID.match(message_id):
+        raise HeaderError(f"bad Message-ID {message_id!r}", hint="a Message-ID is dot-atom@domain")
     boundary = "=_dm_" + re.sub(r"[^A-Za-z0-9]", "", message_id)[:40]
     headers = [
         address_header("From", *sender),

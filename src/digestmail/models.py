@@ -56,6 +56,8 @@ class Paper:
     project_page: str | None = None
     categories: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
+    last_digest_date: dt.date | None = None  # the newest digest it appeared in
+    last_ingested: dt.datetime | None = None  # when that (or any later) digest was ingested
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class Subscriber:
     topics: tuple[str, ...] = ()
     query: str = ""
     max_papers: int = 10
+    min_papers: int = 1
+    exclude: str = ""
+    backfill_days: int = 7
+    joined_at: dt.datetime | None = None  # set by the store: when the subscriber was first synced
     where: str = ""  # the config key or CSV line it came from, for error messages
 
 

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 from . import message, sources
 from .config import Config, iter_subscribers_file, parse_address
 from .errors import ConfigError, DigestError, DigestmailError
+from .health import source_health
 from .models import Digest, Edition, Paper, RenderedEmail, Subscriber
 from .render import Renderer
 from .select import Fields, paper_fields, select
-from .sources.files import RawFile, expand, inbox_files, read_files
+from .sources import files as disk
+from .sources.files import Unit, expand, inbox_files, maildir_new, read_units
 from .store import Store
 from .transport import make_transport
 
@@ -41,6 +43,7 @@ class FileReport:
     entries: int = 0
     new_papers: int = 0
     known_papers: int = 0
+    updated_papers: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -64,6 +67,7 @@ class RunReport:
     sent: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # no unsent matching papers
     failed: list[dict[str, str]] = field(default_factory=list)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # health after this run's ingest
 
     @property
     def exit_code(self) -> int:
@@ -71,7 +75,7 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ingest": self.ingest.as_dict(), "sent": self.sent, "skipped": len(self.skipped),
-                "failed": self.failed}
+                "failed": self.failed, "sources": self.sources}
 
 
 def all_subscribers(config: Config) -> Iterator[Subscriber]:
@@ -98,13 +102,13 @@ def open_store(config: Config, now: dt.datetime) -> Store:
 
 # -- ingest ---------------------------------------------------------------------------------
 
-def _parse(raw: RawFile, today: dt.date) -> tuple[FileReport, Digest | None]:
-    report = FileReport(path=str(raw.path))
-    if raw.error:
-        report.reason = raw.error
+def _parse(unit: Unit, today: dt.date) -> tuple[FileReport, Digest | None]:
+    report = FileReport(path=unit.label)
+    if unit.error:
+        report.reason = unit.error
         return report, None
     try:
-        digest = sources.parse_digest(raw.data, today)
+        digest = sources.parse_digest(unit.data, today)
     except DigestError as exc:
         report.reason = str(exc)
         return report, None
@@ -113,41 +117,67 @@ def _parse(raw: RawFile, today: dt.date) -> tuple[FileReport, Digest | None]:
     return report, digest
 
 
-def ingest(store: Store, paths: Iterable[Path], now: dt.datetime,
-           progress: Progress[Any] = no_progress) -> IngestReport:
-    """Parse every file, then store the good ones oldest digest first; a bad file never stops the rest."""
+def ingest(store: Store, paths: Iterable[Path], now: dt.datetime, progress: Progress[Any] = no_progress,
+           *, source: str = "files") -> tuple[IngestReport, dict[Path, list[FileReport]]]:
+    """Parse every unit, then store the good ones oldest digest first; a bad one never stops the rest.
+
+    Returns the report and, per file read, the reports of its units (an mbox has several), so the
+    caller can archive each file by what became of it.
+    """
     files = list(paths)
-    parsed: list[tuple[FileReport, Digest | None, RawFile]] = []
-    for raw in progress(read_files(files), len(files), "reading digests"):
-        report, digest = _parse(raw, now.date())
-        parsed.append((report, digest, RawFile(raw.path, b"", raw.sha256)))
+    parsed: list[tuple[FileReport, Digest | None, Unit]] = []
+    for unit in progress(read_units(files), len(files), "reading digests"):
+        report, digest = _parse(unit, now.date())
+        parsed.append((report, digest, Unit(unit.label, unit.origin, b"", unit.sha256)))  # drop the bytes
     # Digest-date order, so "first seen" and the ledger follow the digests' own chronology.
-    order = sorted(parsed, key=lambda t: (t[1].date if t[1] else dt.date.min, t[0].path))
-    for report, digest, raw in order:
+    for report, digest, unit in sorted(parsed, key=lambda t: (t[1].date if t[1] else dt.date.min, t[0].path)):
         if digest is None:
             log.warning("rejected %s: %s", report.path, report.reason)
             continue
-        if store.has_digest(raw.sha256):
+        if store.has_digest(unit.sha256):
             report.status = "duplicate"
             log.info("skipped %s: already ingested", report.path)
             continue
-        result = store.add_digest(str(raw.path), raw.sha256, digest, now)
+        result = store.add_digest(unit.label, unit.sha256, digest, now, source)
         report.status, report.new_papers, report.known_papers = "ingested", result.new_papers, result.known_papers
+        report.updated_papers = result.updated_papers
         for w in report.warnings:
             log.warning("%s: %s", report.path, w)
-        log.info("ingested %s: %s, %d entries, %d new papers", report.path, digest.date,
+        log.info("ingested %s: %s %s, %d entries, %d new papers", report.path, digest.format, digest.date,
                  len(digest.entries), result.new_papers)
-    return IngestReport([r for r, _, _ in parsed])
+    by_file: dict[Path, list[FileReport]] = {}
+    for report, _, unit in parsed:
+        by_file.setdefault(unit.origin, []).append(report)
+    return IngestReport([r for r, _, _ in parsed]), by_file
 
 
-def ingest_inbox(store: Store, config: Config, now: dt.datetime,
-                 progress: Progress[Any] = no_progress) -> IngestReport:
-    return ingest(store, inbox_files(config.inbox), now, progress)
+def ingest_sources(store: Store, config: Config, now: dt.datetime,
+                   progress: Progress[Any] = no_progress) -> IngestReport:
+    """Read every configured source, archive what was read, and record each source's health."""
+    total = IngestReport()
+    for src in config.sources:
+        assert src.path is not None
+        files = inbox_files(src.path) if src.name == "inbox" else maildir_new(src.path)
+        report, by_file = ingest(store, files, now, progress, source=src.name)
+        for path, reports in by_file.items():
+            failed = [r for r in reports if r.status == "rejected"]
+            reason = "\n".join(f"{r.path}: {r.reason}" for r in failed) if len(failed) == len(reports) else None
+            if src.name == "maildir":
+                disk.mark_seen(path, src.path, flagged=reason is not None)
+            elif config.archive:
+                disk.archive(path, src.path, rejected_reason=reason)
+        arrived = sum(r.status != "rejected" for r in report.files)
+        error = f"{len(report.rejected)} rejected" if report.rejected else None
+        store.record_poll(src.name, now, arrived=arrived, new_papers=sum(r.new_papers for r in report.files),
+                          error=error)
+        total.files.extend(report.files)
+    return total
 
 
 def ingest_paths(store: Store, paths: Iterable[Path], now: dt.datetime,
                  progress: Progress[Any] = no_progress) -> IngestReport:
-    return ingest(store, expand(paths), now, progress)
+    """Explicit files and folders: read and reported, never moved."""
+    return ingest(store, expand(paths), now, progress, source="files")[0]
 
 
 # -- editions --------------------------------------------------------------------------------
@@ -215,9 +245,15 @@ def deliver_all(store: Store, config: Config, now: dt.datetime,
 def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress) -> RunReport:
     """The main job: ingest the inbox, then deliver."""
     with open_store(config, now) as store:
-        ingested = ingest_inbox(store, config, now, progress)
+        ingested = ingest_sources(store, config, now, progress)
+        recorded = store.source_status()
+        health = {s.name: source_health(recorded.get(s.name), s.expect_every, now) for s in config.sources}
+        for name, h in health.items():
+            if h["stale"]:
+                log.warning("source %s is stale: nothing arrived for %s (expected every %s)", name,
+                            h["silent_for"] or "ever", h["expect_every"])
         report = deliver_all(store, config, now, progress)
-        report.ingest = ingested
+        report.ingest, report.sources = ingested, health
     return report
 
 

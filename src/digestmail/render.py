@@ -49,20 +49,31 @@ def trim(text: str, limit: int) -> str:
 
 
 def split_parts(text: str, spans: list[tuple[int, int]]) -> list[Part]:
-    """Split text into plain and highlighted runs; overlapping spans merge."""
+    """Split text into plain and highlighted runs; overlapping or touching spans merge, empty ones vanish."""
+    merged: list[list[int]] = []
+    for start, end in sorted((max(s, 0), min(e, len(text))) for s, e in spans):
+        if start >= end:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
     parts: list[Part] = []
     pos = 0
-    for start, end in sorted(spans):
-        if end <= pos or start >= len(text):
-            continue
-        start = max(start, pos)
+    for start, end in merged:
         if start > pos:
             parts.append(Part(text[pos:start], False))
-        parts.append(Part(text[start:min(end, len(text))], True))
-        pos = min(end, len(text))
+        parts.append(Part(text[start:end], True))
+        pos = end
     if pos < len(text):
         parts.append(Part(text[pos:], False))
     return parts
+
+
+def wrap(text: str, indent: str = "", hang: str = "", width: int = TEXT_WIDTH) -> str:
+    """Fill to `width` without ever breaking a word or a URL at a hyphen (a link must stay whole)."""
+    return textwrap.fill(_SPACE.sub(" ", text).strip(), width, initial_indent=indent, subsequent_indent=hang,
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def title_search_url(title: str) -> str:
@@ -97,9 +108,9 @@ class Renderer:
         # Wrapping is the costly part of the text email; it depends only on the paper, so once each.
         cached = self._paper_text.get(paper.id)
         if cached is None:
-            title = textwrap.fill(_SPACE.sub(" ", paper.title), TEXT_WIDTH, subsequent_indent="   ")
-            abstract = textwrap.fill(trim(_SPACE.sub(" ", paper.abstract), ABSTRACT_CHARS), TEXT_WIDTH,
-                                     initial_indent="   ", subsequent_indent="   ")
+            # The template puts "NN. " before the title: leave room for it.
+            title = wrap(paper.title, hang="    ", width=TEXT_WIDTH - 4)
+            abstract = wrap(trim(_SPACE.sub(" ", paper.abstract), ABSTRACT_CHARS), "   ", "   ")
             cached = self._paper_text[paper.id] = (title, abstract)
         return cached
 
@@ -122,6 +133,8 @@ class Renderer:
                 "abstract_parts": split_parts(abstract, [(s, e) for f, s, e, _ in m.spans if f == "abstract"]),
                 "text_title": text_title,
                 "text_abstract": text_abstract,
+                "text_reason": wrap(m.reason + (f" · trending in {p.digest_count} digests"
+                                                if p.digest_count > 1 else ""), "   ", "     "),
             })
         sub = edition.subscriber
         n = len(papers)
@@ -135,6 +148,8 @@ class Renderer:
             "papers": papers,
             "subscriber": {"email": sub.email, "name": sub.name},
             "follows": ", ".join(follows),
+            "text_footer": wrap(f"You get this email because you follow {', '.join(follows)}. "
+                                "Each paper is sent to you once."),
             "sender_line": self.sender_line,
         }
 

@@ -103,6 +103,12 @@ CREATE TABLE source_status (
 );
 """))
 migration(("0003_backfill_title_keys", _backfill_title_keys))
+migration(("0004_subscriber_selection", """
+ALTER TABLE subscribers ADD COLUMN min_papers INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE subscribers ADD COLUMN exclude TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN backfill_days INTEGER NOT NULL DEFAULT 7;
+CREATE INDEX digests_ingested ON digests(ingested_at);
+"""))
 
 
 @dataclass(frozen=True)
@@ -119,16 +125,21 @@ def _iso(moment: dt.datetime | dt.date) -> str:
     return moment.isoformat()
 
 
-# A paper row with its provenance aggregated over the digests it appeared in.
+# A paper row with its provenance aggregated over the digests it appeared in
+# (FROM papers p JOIN paper_digests pd JOIN digests d … GROUP BY p.id).
 _PAPER_COLUMNS = ("p.id, p.key, p.title, p.abstract, p.first_seen, COUNT(pd.digest_id), p.authors, p.arxiv_id, "
-                  "MAX(pd.upvotes), p.github, p.project_page, p.categories, p.keywords")
+                  "MAX(pd.upvotes), p.github, p.project_page, p.categories, p.keywords, MAX(d.digest_date), "
+                  "MAX(d.ingested_at)")
+_PAPERS_FROM = ("FROM papers p JOIN paper_digests pd ON pd.paper_id = p.id "
+                "JOIN digests d ON d.id = pd.digest_id ")
 
 
 def _paper(r: tuple) -> Paper:  # type: ignore[type-arg]
     return Paper(id=r[0], key=r[1], title=r[2], abstract=r[3], first_seen=dt.datetime.fromisoformat(r[4]),
                  digest_count=r[5], authors=tuple(json.loads(r[6])), arxiv_id=r[7], upvotes=r[8],
                  github=r[9], project_page=r[10], categories=tuple(json.loads(r[11])),
-                 keywords=tuple(json.loads(r[12])))
+                 keywords=tuple(json.loads(r[12])), last_digest_date=dt.date.fromisoformat(r[13]),
+                 last_ingested=dt.datetime.fromisoformat(r[14]))
 
 
 class Store:
@@ -281,10 +292,29 @@ class Store:
     def unsent_papers(self, subscriber_id: int) -> list[Paper]:
         """Papers never handed to this subscriber, with how many digests each appeared in."""
         rows = self.db.execute(
-            f"SELECT {_PAPER_COLUMNS} FROM papers p JOIN paper_digests pd ON pd.paper_id = p.id "
-            "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = ? AND d.paper_id = p.id) "
+            f"SELECT {_PAPER_COLUMNS} {_PAPERS_FROM}"
+            "WHERE NOT EXISTS (SELECT 1 FROM deliveries l WHERE l.subscriber_id = ? AND l.paper_id = p.id) "
             "GROUP BY p.id ORDER BY p.id", (subscriber_id,))
         return [_paper(r) for r in rows]
+
+    def candidate_papers(self, since: dt.datetime) -> list[Paper]:
+        """Papers that appeared in a digest ingested at or after `since` (the selection window)."""
+        rows = self.db.execute(
+            f"SELECT {_PAPER_COLUMNS} {_PAPERS_FROM} WHERE p.id IN (SELECT pd2.paper_id FROM paper_digests pd2 "
+            "JOIN digests d2 ON d2.id = pd2.digest_id WHERE d2.ingested_at >= ?) GROUP BY p.id ORDER BY p.id",
+            (_iso(since),))
+        return [_paper(r) for r in rows]
+
+    def already_sent(self, subscriber_id: int, paper_ids: Iterable[int]) -> set[int]:
+        """Which of these papers the ledger says this subscriber has been sent."""
+        ids = list(paper_ids)
+        sent: set[int] = set()
+        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[i:i + 500]
+            sent.update(r[0] for r in self.db.execute(
+                f"SELECT paper_id FROM deliveries WHERE subscriber_id = ? AND paper_id IN "
+                f"({','.join('?' * len(chunk))})", (subscriber_id, *chunk)))
+        return sent
 
     # -- subscribers -------------------------------------------------------------------------
 
@@ -299,22 +329,26 @@ class Store:
             generation = db.execute("SELECT COALESCE(MAX(sync_generation), 0) + 1 FROM subscribers").fetchone()[0]
             for s in subscribers:
                 db.execute(
-                    "INSERT INTO subscribers (email, name, topics, query, max_papers, joined_at, active, "
-                    "sync_generation) VALUES (?, ?, ?, ?, ?, ?, 1, ?) "
+                    "INSERT INTO subscribers (email, name, topics, query, max_papers, min_papers, exclude, "
+                    "backfill_days, joined_at, active, sync_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
                     "ON CONFLICT (email) DO UPDATE SET name = excluded.name, topics = excluded.topics, "
-                    "query = excluded.query, max_papers = excluded.max_papers, active = 1, "
+                    "query = excluded.query, max_papers = excluded.max_papers, min_papers = excluded.min_papers, "
+                    "exclude = excluded.exclude, backfill_days = excluded.backfill_days, active = 1, "
                     "sync_generation = excluded.sync_generation",
-                    (s.email, s.name, json.dumps(list(s.topics)), s.query, s.max_papers, _iso(now), generation))
+                    (s.email, s.name, json.dumps(list(s.topics)), s.query, s.max_papers, s.min_papers, s.exclude,
+                     s.backfill_days, _iso(now), generation))
                 count += 1
             db.execute("UPDATE subscribers SET active = 0 WHERE sync_generation != ?", (generation,))
         return count
 
-    _SUBSCRIBER = "SELECT id, email, name, topics, query, max_papers FROM subscribers WHERE active = 1 "
+    _SUBSCRIBER = ("SELECT id, email, name, topics, query, max_papers, min_papers, exclude, backfill_days, "
+                   "joined_at FROM subscribers WHERE active = 1 ")
 
     @staticmethod
     def _subscriber(r: tuple) -> tuple[int, Subscriber]:  # type: ignore[type-arg]
         return r[0], Subscriber(email=r[1], name=r[2], topics=tuple(json.loads(r[3])), query=r[4],
-                                max_papers=r[5])
+                                max_papers=r[5], min_papers=r[6], exclude=r[7], backfill_days=r[8],
+                                joined_at=dt.datetime.fromisoformat(r[9]))
 
     def active_subscribers(self) -> Iterator[tuple[int, Subscriber]]:
         """Active subscribers in id order, read in pages so a large list is never held in memory."""
@@ -338,6 +372,34 @@ class Store:
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)",
                            [(subscriber_id, p, message_id, _iso(sent_at)) for p in paper_ids])
+
+    # -- source health -----------------------------------------------------------------------
+
+    def record_poll(self, source: str, now: dt.datetime, *, arrived: int, new_papers: int,
+                    error: str | None = None) -> None:
+        """Remember what one look at a source found: how many digests arrived, how many new papers."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO source_status (source) VALUES (?)", (source,))
+            db.execute("UPDATE source_status SET last_poll = ?, last_error = ? WHERE source = ?",
+                       (_iso(now), error, source))
+            if arrived:
+                db.execute("UPDATE source_status SET last_arrival = ? WHERE source = ?", (_iso(now), source))
+            if new_papers:
+                db.execute("UPDATE source_status SET last_new_papers = ? WHERE source = ?", (_iso(now), source))
+
+    def source_status(self) -> dict[str, dict[str, str | None]]:
+        """Per source: last poll, last arrival, last time new papers came, last error, last digest date."""
+        out: dict[str, dict[str, str | None]] = {}
+        for source, poll, arrival, new, error in self.db.execute(
+                "SELECT source, last_poll, last_arrival, last_new_papers, last_error FROM source_status"):
+            out[source] = {"last_poll": poll, "last_arrival": arrival, "last_new_papers": new,
+                           "last_error": error, "last_digest_date": None, "last_ingest": None}
+        for source, date, ingested in self.db.execute(
+                "SELECT source, MAX(digest_date), MAX(ingested_at) FROM digests GROUP BY source"):
+            entry = out.setdefault(source, {"last_poll": None, "last_arrival": None, "last_new_papers": None,
+                                            "last_error": None})
+            entry["last_digest_date"], entry["last_ingest"] = date, ingested
+        return out
 
     def counts(self) -> dict[str, int]:
         """Totals for `status`."""

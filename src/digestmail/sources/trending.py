@@ -11,6 +11,7 @@ import re
 
 from ..errors import DigestError
 from ..models import Digest, Entry
+from ._text import decode, first_arxiv_id, github_in
 
 FORMAT = "trending"
 BANNER = "get trending papers in your email inbox!"
@@ -38,8 +39,21 @@ def resolve_date(month: int, day: int, today: dt.date) -> dt.date:
     raise ValueError(f"no date {month}-{day}")
 
 
-def parse(text: str, today: dt.date) -> Digest:
-    """Parse one digest; `today` (the ingest clock's date) resolves the year of the date line."""
+def _entry(title: str, abstract: str, line: int) -> Entry:
+    return Entry(title=title, abstract=abstract, line=line, arxiv_id=first_arxiv_id(title, abstract),
+                 github=github_in(abstract))
+
+
+def parse(text: str | bytes, today: dt.date) -> Digest:
+    """Parse one digest; `today` (the ingest clock's date) resolves the year of the date line.
+
+    The page gives no ids or links, but a title or abstract may quote them: the first
+    arxiv.org/abs|pdf link sets `arxiv_id` (version dropped), the first github.com link in the
+    abstract sets `github` (as `https://github.com/OWNER/REPO`).
+    """
+    early: list[str] = []
+    if isinstance(text, bytes):
+        text, early = decode(text)
     lines = [(n, line.strip()) for n, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1)]
     body = [(n, line) for n, line in lines if line]
     if not body:
@@ -66,11 +80,10 @@ def parse(text: str, today: dt.date) -> Digest:
     papers = body[start:]
     if not papers:
         raise DigestError(f"no papers after the date line ({date:%b %d})")
-    entries = [Entry(title=t, abstract=a, line=n)
-               for (n, t), (_, a) in zip(papers[0::2], papers[1::2])]
-    warnings = []
+    entries = [_entry(t, a, n) for (n, t), (_, a) in zip(papers[0::2], papers[1::2])]
+    warnings = early
     if len(papers) % 2:
         n, title = papers[-1]
-        entries.append(Entry(title=title, abstract="", line=n))
+        entries.append(_entry(title, "", n))
         warnings.append(f"line {n}: the last title has no abstract; kept without one")
     return Digest(format=FORMAT, date=date, entries=tuple(entries), warnings=tuple(warnings))

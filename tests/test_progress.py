@@ -1,0 +1,63 @@
+"""Long work shows a bar on a terminal and plain log lines elsewhere (cron, systemd, pipes)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+from .conftest import NOW, cli, trending, write_config
+
+BODY = '[topics]\nx = "robots"\n[[subscribers]]\nemail = "a@example.org"\ntopics = ["x"]\n'
+
+
+def fill_inbox(folder, n: int = 12) -> None:
+    for i in range(n):
+        (folder / "inbox" / f"d{i}.txt").write_text(
+            trending(f"Nov {i + 1}", [(f"Robots number {i}", "We study robots.")]), encoding="utf-8")
+
+
+def test_plain_log_lines_when_not_on_a_terminal(tmp_path):
+    config = write_config(tmp_path, BODY)
+    fill_inbox(tmp_path)
+    result = cli("--config", config, "--now", NOW, "run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert sum(" INFO ingested " in line for line in lines) == 12
+    assert any(" INFO sent 10 papers to a@example.org" in line for line in lines)
+    assert "\x1b[" not in result.stderr  # no terminal control codes in a log file
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    config = write_config(tmp_path, BODY)
+    fill_inbox(tmp_path)
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm-256color"}
+    env.pop("DIGESTMAIL_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "digestmail", "--config", str(config), "--now", NOW, "run"],
+                            stdout=subprocess.PIPE, stderr=secondary, stdin=subprocess.DEVNULL, env=env)
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(primary)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    assert b"sent 1 emails" in out
+    text = seen.decode(errors="replace")
+    assert "\x1b[" in text  # a terminal gets rich's rendering
+    assert "reading digests" in text and "delivering" in text  # the bars, drawn while working
