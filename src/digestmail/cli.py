@@ -90,7 +90,9 @@ def ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> int:
             click.echo(f"{f.status:9} {f.path}: {detail}")
         if not report.files:
             click.echo("no digest files found")
-    return 1 if report.rejected else 0
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    return 1 if report.partial else 0
 
 
 @cli.command()

@@ -4,6 +4,7 @@
     ├── ConfigError                 the TOML file, the subscribers CSV, an environment variable
     ├── RuleError                   a topic rule that does not parse (carries the column)
     ├── DigestError                 one input file that is not a digest we can read (exit 1: partial)
+    ├── SourceError                 a source (an IMAP server) that cannot be read now (exit 1: partial)
     ├── StoreError                  the SQLite file cannot be opened or migrated
     ├── HeaderError (ValueError)    a value that would break or inject a mail header
     └── DeliveryError               a transport could not hand a message over
@@ -47,6 +48,12 @@ class RuleError(DigestmailError):
 
 class DigestError(DigestmailError):
     """One input file cannot be read as a digest; the others still land."""
+
+    exit_code = 1
+
+
+class SourceError(DigestmailError):
+    """A source cannot be read this time (server down, connection dropped); the other sources still run."""
 
     exit_code = 1
 

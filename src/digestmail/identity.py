@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from dataclasses import dataclass
 
 from rapidfuzz.distance import OSA
 
-from .rules import singular
+from .rules import singular as _singular
+
+# Titles reuse a small vocabulary: folding each distinct word once pays for the cache many times over.
+singular = lru_cache(maxsize=1 << 16)(_singular)
 
 # Apostrophes vanish ("Don't" == "Dont"); every other run of punctuation or space is one space.
 _APOSTROPHES = re.compile(r"['\u2018\u2019`\u00b4]")
@@ -69,12 +73,29 @@ class TitleKeys:
     folded: str  # words with plurals folded
 
 
+    def probes(self) -> tuple[str, ...]:
+        """The head and tail keys a title one edit away can have: its length differs by at most one."""
+        n = len(self.compact)
+        head, tail = self.compact[:BLOCK], self.compact[-BLOCK:]
+        return tuple(f"{part}|{m}" for part in (head, tail) for m in (n - 1, n, n + 1))
+
+
+def _blocks(compact: str) -> tuple[str, str]:
+    # The length is part of the key: a common start ("Large Language Models…") alone would match
+    # thousands of titles, while one edit changes the length by at most one.
+    return f"{compact[:BLOCK]}|{len(compact)}", f"{compact[-BLOCK:]}|{len(compact)}"
+
+
 def title_keys(title: str) -> TitleKeys:
     normal = normalise_title(title)
     compact = normal.replace(" ", "")
     folded = " ".join(singular(w) for w in normal.split())
-    return TitleKeys(normal, compact, compact[:BLOCK], compact[-BLOCK:], tuple(_DIGITS.findall(normal)),
-                     folded)
+    return TitleKeys(normal, compact, *_blocks(compact), tuple(_DIGITS.findall(normal)), folded)
+
+
+def stored_keys(normal: str, compact: str, folded: str) -> TitleKeys:
+    """TitleKeys from the columns the store keeps, without normalising the title again."""
+    return TitleKeys(normal, compact, *_blocks(compact), tuple(_DIGITS.findall(normal)), folded)
 
 
 def paper_key(title: str, arxiv: str | None = None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import message, sources
-from .config import Config, iter_subscribers_file, parse_address
+from .config import Config, ImapSettings, iter_subscribers_file, parse_address
 from .errors import ConfigError, DigestError, DigestmailError
 from .health import source_health
 from .models import Digest, Edition, Paper, RenderedEmail, Subscriber
@@ -18,6 +18,7 @@ from .render import Renderer
 from .select import Fields, paper_fields, select
 from .sources import files as disk
 from .sources.files import Unit, expand, inbox_files, maildir_new, read_units
+from .sources.imap import ImapError, ImapSource
 from .store import Store
 from .transport import make_transport
 
@@ -50,15 +51,20 @@ class FileReport:
 @dataclass
 class IngestReport:
     files: list[FileReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a source that could not be read at all
 
     @property
     def rejected(self) -> list[FileReport]:
         return [f for f in self.files if f.status == "rejected"]
 
+    @property
+    def partial(self) -> bool:
+        return bool(self.rejected or self.errors)
+
     def as_dict(self) -> dict[str, Any]:
         totals = {s: sum(f.status == s for f in self.files) for s in ("ingested", "duplicate", "rejected")}
         return {"files": [asdict(f) for f in self.files], **totals,
-                "new_papers": sum(f.new_papers for f in self.files)}
+                "new_papers": sum(f.new_papers for f in self.files), "errors": self.errors}
 
 
 @dataclass
@@ -71,7 +77,7 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed or self.ingest.rejected else 0
+        return 1 if self.failed or self.ingest.partial else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"ingest": self.ingest.as_dict(), "sent": self.sent, "skipped": len(self.skipped),
@@ -117,6 +123,25 @@ def _parse(unit: Unit, today: dt.date) -> tuple[FileReport, Digest | None]:
     return report, digest
 
 
+def _store(store: Store, report: FileReport, digest: Digest | None, unit: Unit, now: dt.datetime,
+           source: str) -> None:
+    """Store one parsed unit (or log why it was rejected), filling in its report."""
+    if digest is None:
+        log.warning("rejected %s: %s", report.path, report.reason)
+        return
+    if store.has_digest(unit.sha256):
+        report.status = "duplicate"
+        log.info("skipped %s: already ingested", report.path)
+        return
+    result = store.add_digest(unit.label, unit.sha256, digest, now, source)
+    report.status, report.new_papers, report.known_papers = "ingested", result.new_papers, result.known_papers
+    report.updated_papers = result.updated_papers
+    for w in report.warnings:
+        log.warning("%s: %s", report.path, w)
+    log.info("ingested %s: %s %s, %d entries, %d new papers", report.path, digest.format, digest.date,
+             len(digest.entries), result.new_papers)
+
+
 def ingest(store: Store, paths: Iterable[Path], now: dt.datetime, progress: Progress[Any] = no_progress,
            *, source: str = "files") -> tuple[IngestReport, dict[Path, list[FileReport]]]:
     """Parse every unit, then store the good ones oldest digest first; a bad one never stops the rest.
@@ -131,24 +156,29 @@ def ingest(store: Store, paths: Iterable[Path], now: dt.datetime, progress: Prog
         parsed.append((report, digest, Unit(unit.label, unit.origin, b"", unit.sha256)))  # drop the bytes
     # Digest-date order, so "first seen" and the ledger follow the digests' own chronology.
     for report, digest, unit in sorted(parsed, key=lambda t: (t[1].date if t[1] else dt.date.min, t[0].path)):
-        if digest is None:
-            log.warning("rejected %s: %s", report.path, report.reason)
-            continue
-        if store.has_digest(unit.sha256):
-            report.status = "duplicate"
-            log.info("skipped %s: already ingested", report.path)
-            continue
-        result = store.add_digest(unit.label, unit.sha256, digest, now, source)
-        report.status, report.new_papers, report.known_papers = "ingested", result.new_papers, result.known_papers
-        report.updated_papers = result.updated_papers
-        for w in report.warnings:
-            log.warning("%s: %s", report.path, w)
-        log.info("ingested %s: %s %s, %d entries, %d new papers", report.path, digest.format, digest.date,
-                 len(digest.entries), result.new_papers)
+        _store(store, report, digest, unit, now, source)
     by_file: dict[Path, list[FileReport]] = {}
     for report, _, unit in parsed:
         by_file.setdefault(unit.origin, []).append(report)
     return IngestReport([r for r, _, _ in parsed]), by_file
+
+
+def ingest_imap(store: Store, settings: ImapSettings, now: dt.datetime) -> IngestReport:
+    """Poll the IMAP folder from where the last poll stopped, in UID order.
+
+    Each message is stored, then the cursor advances, then the message is flagged or moved: a crash
+    between two steps re-reads it, and its sha256 makes that a no-op.
+    """
+    report = IngestReport()
+    with ImapSource(settings, settings.password()) as imap:
+        for msg in imap.iter_messages(store.cursor(imap.url)):
+            unit = Unit(msg.label, Path(), msg.data, msg.sha256)
+            file_report, digest = _parse(unit, now.date())
+            _store(store, file_report, digest, unit, now, "imap")
+            store.set_cursor(imap.url, msg.state)
+            imap.done(msg)  # rejected messages too, or every poll would reject them again
+            report.files.append(file_report)
+    return report
 
 
 def ingest_sources(store: Store, config: Config, now: dt.datetime,
@@ -156,6 +186,18 @@ def ingest_sources(store: Store, config: Config, now: dt.datetime,
     """Read every configured source, archive what was read, and record each source's health."""
     total = IngestReport()
     for src in config.sources:
+        if src.name == "imap":
+            assert config.imap is not None
+            try:
+                report = ingest_imap(store, config.imap, now)
+            except ImapError as exc:  # the server is down or dropped us: the other sources still run
+                log.error("IMAP source failed: %s", exc)
+                store.record_poll("imap", now, arrived=0, new_papers=0, error=str(exc))
+                total.errors.append(f"imap: {exc}")
+                continue
+            _record(store, src.name, report, now)
+            total.files.extend(report.files)
+            continue
         assert src.path is not None
         files = inbox_files(src.path) if src.name == "inbox" else maildir_new(src.path)
         report, by_file = ingest(store, files, now, progress, source=src.name)
@@ -166,12 +208,16 @@ def ingest_sources(store: Store, config: Config, now: dt.datetime,
                 disk.mark_seen(path, src.path, flagged=reason is not None)
             elif config.archive:
                 disk.archive(path, src.path, rejected_reason=reason)
-        arrived = sum(r.status != "rejected" for r in report.files)
-        error = f"{len(report.rejected)} rejected" if report.rejected else None
-        store.record_poll(src.name, now, arrived=arrived, new_papers=sum(r.new_papers for r in report.files),
-                          error=error)
+        _record(store, src.name, report, now)
         total.files.extend(report.files)
     return total
+
+
+def _record(store: Store, source: str, report: IngestReport, now: dt.datetime) -> None:
+    arrived = sum(r.status != "rejected" for r in report.files)
+    error = f"{len(report.rejected)} rejected" if report.rejected else None
+    store.record_poll(source, now, arrived=arrived, new_papers=sum(r.new_papers for r in report.files),
+                      error=error)
 
 
 def ingest_paths(store: Store, paths: Iterable[Path], now: dt.datetime,

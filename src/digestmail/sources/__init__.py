@@ -9,6 +9,7 @@ page. The first whose `looks_like` says yes parses the file, and its DigestError
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 from ..errors import DigestError
 from ..models import Digest
@@ -32,6 +33,8 @@ def parse_text(text: str, today: dt.date, *, allow_email: bool = True) -> Digest
     """Recognise the format of decoded text and parse it; raise DigestError saying why not."""
     if not text.strip():
         raise DigestError("the file is empty")
+    # One spelling per character (NFC), so a decomposed "schrödinger" is the word the rules expect.
+    text = unicodedata.normalize("NFC", text)
     for module in _DETECTORS:
         if module is emails and not allow_email:
             continue

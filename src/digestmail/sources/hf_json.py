@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import DigestError
 from ..models import Digest, Entry
-from ._text import arxiv_id, collapse, decode, github_in, line_of
+from ._text import arxiv_id, collapse, decode, github_in, lines_of
 
 FORMAT = "hf-json"
 _MAX_ITEM_CHARS = 1_000_000  # a repr-string item is read as a literal only up to this size
@@ -191,7 +191,7 @@ def parse(data: str | bytes, today: dt.date) -> Digest:
         raise DigestError("the JSON holds no papers (an empty list)")
 
     offsets = _item_offsets(text, isinstance(doc, dict))
-    lines = [line_of(text, o) for o in offsets] if len(offsets) == len(items) else [0] * len(items)
+    lines = lines_of(text, offsets) if len(offsets) == len(items) else [0] * len(items)
 
     entries: list[Entry] = []
     seen: dict[str, int] = {}

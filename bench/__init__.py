@@ -1,0 +1,1 @@
+"""Benchmarks for digestmail: see docs/performance.md and `python3 -m bench`."""
