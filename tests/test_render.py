@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digestmail import render, select
+from digestmail.index import PaperIndex
 from digestmail.models import Edition, Paper, Pick, Subscriber
 
 NOW = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.timezone.utc)
@@ -31,10 +32,11 @@ def paper(title: str, abstract: str, digest_count: int = 1) -> Paper:
 
 def edition(papers: list[Paper], subscriber: Subscriber = ADA, topics: dict[str, str] = TOPICS) -> Edition:
     """Picks made the way select.py makes them, in the given order; every paper must match."""
+    selector = select.Selector(topics, PaperIndex(papers), NOW)
     picks = []
     for p in papers:
-        match = select.match_paper(subscriber, topics, p, select.paper_fields(p))
-        assert match is not None, f"{p.title!r} does not match {subscriber.topics}"
+        match = selector.explain(subscriber, p)
+        assert match.topics, f"{p.title!r} does not match {subscriber.topics}"
         picks.append(Pick(p, match))
     return Edition(subscriber=subscriber, subscriber_id=1, picks=tuple(picks), created=NOW,
                    key=select.edition_key(subscriber.email, NOW))

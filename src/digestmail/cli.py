@@ -128,8 +128,8 @@ def run(obj: Context, as_json: bool) -> int:
 def preview(obj: Context, email: str, out_dir: Path) -> int:
     """Render EMAIL's next email to files, without sending or recording anything."""
     result = pipeline.preview(obj.config, email, obj.now)
-    if result is None:
-        click.echo(f"nothing to send to {email}: no unsent paper matches their topics")
+    if isinstance(result, pipeline.Choice):
+        click.echo(f"nothing to send to {email} now: {result.skipped}")
         return 0
     edition, rendered, data = result
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,13 @@ from .errors import ConfigError, DigestError, DigestmailError
 from .health import source_health
 from .models import Digest, Edition, Paper, RenderedEmail, Subscriber
 from .render import Renderer
-from .select import Fields, paper_fields, select
+from .index import PaperIndex
+from .select import Choice, Selector, edition
 from .sources import files as disk
 from .sources.files import Unit, expand, inbox_files, maildir_new, read_units
 from .sources.imap import ImapError, ImapSource
 from .store import Store
-from .transport import make_transport
+from .transport import Transport, make_transport
 
 log = logging.getLogger("digestmail")
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class IngestReport:
 class RunReport:
     ingest: IngestReport
     sent: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # no unsent matching papers
+    skipped: list[dict[str, str]] = field(default_factory=list)  # no email, and why
     failed: list[dict[str, str]] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # health after this run's ingest
 
@@ -80,8 +81,12 @@ class RunReport:
         return 1 if self.failed or self.ingest.partial else 0
 
     def as_dict(self) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for s in self.skipped:
+            kind = s["reason"].split(" (")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
         return {"ingest": self.ingest.as_dict(), "sent": self.sent, "skipped": len(self.skipped),
-                "failed": self.failed, "sources": self.sources}
+                "skipped_by_reason": reasons, "failed": self.failed, "sources": self.sources}
 
 
 def all_subscribers(config: Config) -> Iterator[Subscriber]:
@@ -229,24 +234,32 @@ def ingest_paths(store: Store, paths: Iterable[Path], now: dt.datetime,
 # -- editions --------------------------------------------------------------------------------
 
 class Builder:
-    """Turns a subscriber's unsent papers into an edition and its message bytes (no I/O)."""
+    """Selects, renders and builds messages for one run (no I/O): the index and templates are built
+    once, then each subscriber costs a few bitmask operations and one template render."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, papers: list[Paper], now: dt.datetime) -> None:
         self.config = config
+        self.now = now
         self.sender = parse_address(config.sender)
         self.domain = self.sender[1].rpartition("@")[2]
         self.renderer = Renderer(title="Trending Papers",
                                  sender_line=f"Sent by {self.sender[0] or self.sender[1]} · digestmail")
-        self._fields: dict[int, Fields] = {}
+        self.index = PaperIndex(papers)
+        self.selector = Selector(config.topics, self.index, now)
 
-    def fields(self, paper: Paper) -> Fields:
-        cached = self._fields.get(paper.id)
-        if cached is None:
-            cached = self._fields[paper.id] = paper_fields(paper)
-        return cached
+    @classmethod
+    def for_store(cls, config: Config, store: Store, now: dt.datetime) -> Builder:
+        """A builder over every paper some active subscriber may still get (the widest window)."""
+        return cls(config, store.candidate_papers(store.earliest_window(now)), now)
 
-    def edition(self, sid: int, sub: Subscriber, papers: list[Paper], now: dt.datetime) -> Edition | None:
-        return select(sub, sid, papers, self.config.topics, self.fields, now)
+    def choose(self, store: Store, sid: int, sub: Subscriber) -> Choice:
+        """This subscriber's picks now: matching candidates, less what the ledger says they had."""
+        mask = self.selector.candidates(sub)
+        if not mask:
+            return Choice(skipped="no matching papers")
+        papers = list(self.index.papers_in(mask))
+        sent = store.already_sent(sid, [p.id for p in papers])
+        return self.selector.choose(sub, [p for p in papers if p.id not in sent])
 
     def message_id(self, edition: Edition) -> str:
         return f"{edition.key}@{self.domain}"
@@ -258,61 +271,72 @@ class Builder:
         return rendered, data
 
 
-def deliver_all(store: Store, config: Config, now: dt.datetime,
+def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,
                 progress: Progress[Any] = no_progress) -> RunReport:
-    """Build and hand over one edition per subscriber with unsent matches; one failure never stops others."""
+    """Build and hand over one edition per subscriber with enough unsent matches; one failure never
+    stops the others."""
     report = RunReport(IngestReport())
-    builder = Builder(config)
-    transport = make_transport(config)
+    builder = Builder.for_store(config, store, now)
     total = store.counts()["subscribers"]
-    try:
-        for sid, sub in progress(store.active_subscribers(), total, "delivering"):
-            try:
-                edition = builder.edition(sid, sub, store.unsent_papers(sid), now)
-                if edition is None:
-                    report.skipped.append(sub.email)
-                    continue
-                _, data = builder.build(edition)
-                envelope = message.Envelope(builder.sender[1], (sub.email,))
-                transport.send(data, envelope, edition.key)
-                # The ledger is written only after the transport has the message.
-                store.record_delivery(sid, [p.paper.id for p in edition.picks], builder.message_id(edition), now)
-                report.sent.append({"email": sub.email, "papers": len(edition.picks),
-                                    "message_id": builder.message_id(edition)})
-                log.info("sent %d papers to %s", len(edition.picks), sub.email)
-            except DigestmailError as exc:
-                report.failed.append({"email": sub.email, "error": str(exc)})
-                log.error("could not deliver to %s: %s", sub.email, exc)
-    finally:
-        transport.close()
+    for sid, sub in progress(store.active_subscribers(), total, "delivering"):
+        try:
+            choice = builder.choose(store, sid, sub)
+            if choice.skipped:
+                report.skipped.append({"email": sub.email, "reason": choice.skipped})
+                log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
+                        sub.email, choice.skipped)
+                continue
+            ed = edition(sub, sid, choice.picks, now)
+            _, data = builder.build(ed)
+            envelope = message.Envelope(builder.sender[1], (sub.email,))
+            transport.send(data, envelope, ed.key)
+            # The ledger is written only after the transport has the message.
+            store.record_delivery(sid, [p.paper.id for p in ed.picks], builder.message_id(ed), now)
+            report.sent.append({"email": sub.email, "papers": len(ed.picks), "matched": choice.matched,
+                                "message_id": builder.message_id(ed)})
+            log.info("sent %d papers to %s", len(ed.picks), sub.email)
+        except DigestmailError as exc:
+            report.failed.append({"email": sub.email, "error": str(exc)})
+            log.error("could not deliver to %s: %s", sub.email, exc)
     return report
 
 
 def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress) -> RunReport:
-    """The main job: ingest the inbox, then deliver."""
+    """The main job: ingest every source, then deliver."""
     with open_store(config, now) as store:
-        ingested = ingest_sources(store, config, now, progress)
-        recorded = store.source_status()
-        health = {s.name: source_health(recorded.get(s.name), s.expect_every, now) for s in config.sources}
-        for name, h in health.items():
-            if h["stale"]:
-                log.warning("source %s is stale: nothing arrived for %s (expected every %s)", name,
-                            h["silent_for"] or "ever", h["expect_every"])
-        report = deliver_all(store, config, now, progress)
+        # The transport first: a missing password is a config error before anything is ingested.
+        transport = make_transport(config)
+        try:
+            ingested = ingest_sources(store, config, now, progress)
+            recorded = store.source_status()
+            health = {s.name: source_health(recorded.get(s.name), s.expect_every, now) for s in config.sources}
+            for name, h in health.items():
+                if h["stale"]:
+                    log.warning("source %s is stale: nothing arrived for %s (expected every %s)", name,
+                                h["silent_for"] or "ever", h["expect_every"])
+            report = deliver_all(store, config, transport, now, progress)
+        finally:
+            transport.close()
         report.ingest, report.sources = ingested, health
     return report
 
 
-def preview(config: Config, email: str, now: dt.datetime) -> tuple[Edition, RenderedEmail, bytes] | None:
-    """The edition `email` would get next, rendered, without recording anything."""
+def explain(config: Config, email: str, now: dt.datetime) -> tuple[Subscriber, Choice, Builder]:
+    """What `email` would get next and why, recording nothing."""
     with open_store(config, now) as store:
         found = store.find_subscriber(email)
         if found is None:
             raise ConfigError(f"{email} is not a subscriber", hint="check the address against the config")
         sid, sub = found
-        builder = Builder(config)
-        edition = builder.edition(sid, sub, store.unsent_papers(sid), now)
-        if edition is None:
-            return None
-        rendered, data = builder.build(edition)
-        return edition, rendered, data
+        builder = Builder.for_store(config, store, now)
+        return sub, builder.choose(store, sid, sub), builder
+
+
+def preview(config: Config, email: str, now: dt.datetime) -> tuple[Edition, RenderedEmail, bytes] | Choice:
+    """The edition `email` would get next, rendered, without recording anything (or why there is none)."""
+    sub, choice, builder = explain(config, email, now)
+    if choice.skipped:
+        return choice
+    ed = edition(sub, 0, choice.picks, now)
+    rendered, data = builder.build(ed)
+    return ed, rendered, data

@@ -376,6 +376,13 @@ class Store:
             (_iso(since),))
         return [_paper(r) for r in rows]
 
+    def earliest_window(self, now: dt.datetime) -> dt.datetime:
+        """The oldest "papers since" any active subscriber has: joined_at less backfill_days."""
+        earliest = now
+        for joined, backfill in self.db.execute("SELECT joined_at, backfill_days FROM subscribers WHERE active = 1"):
+            earliest = min(earliest, dt.datetime.fromisoformat(joined) - dt.timedelta(days=backfill))
+        return earliest
+
     def already_sent(self, subscriber_id: int, paper_ids: Iterable[int]) -> set[int]:
         """Which of these papers the ledger says this subscriber has been sent."""
         ids = list(paper_ids)
