@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
-from . import __version__, pipeline, progress
+from . import __version__, pipeline, progress, render
 from .config import Config, config_path, load_config
-from .errors import ConfigError, DigestmailError
+from .errors import ConfigError, DigestmailError, RuleError
+from .index import PaperIndex
+from .rules import compile_rule
 from .health import source_health
 from .store import Store
 
@@ -138,6 +140,86 @@ def preview(obj: Context, email: str, out_dir: Path) -> int:
         stem.with_name(stem.name + suffix).write_bytes(content)
         click.echo(f"wrote {stem}{suffix}")
     click.echo(f"subject: {rendered.subject}  ({len(edition.picks)} papers)")
+    return 0
+
+
+@cli.group()
+def rules() -> None:
+    """Try topic rules against the stored papers, and see why a subscriber gets what they get."""
+
+
+def _highlight(text: str, spans: list[tuple[int, int]]) -> str:
+    out, pos = [], 0
+    for part in render.split_parts(text, spans):
+        out.append(click.style(part.text, bold=True, fg="yellow") if part.hit else part.text)
+    return "".join(out)
+
+
+@rules.command("test")
+@click.argument("query")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Only papers in digests dated this day or later.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def rules_test(obj: Context, query: str, since: dt.datetime | None, as_json: bool) -> int:
+    """Run QUERY against the stored papers (a backtest) and show what it matches, and where.
+
+    A syntax error is reported with its column and exits 2. Quote the query for the shell:
+    digestmail rules test 'title:(diffusion OR "flow matching") -survey'
+    """
+    try:
+        rule = compile_rule(query)
+    except RuleError as exc:
+        raise ConfigError(str(exc)) from None
+    with pipeline.open_store(obj.config, obj.now) as store:
+        index = PaperIndex(store.papers_seen_since(since.date() if since else None), obj.now.date())
+        matched = sorted(index.papers_in(index.match(rule)), key=lambda p: (p.title.casefold(), p.id))
+        dates = store.digest_dates_of(p.id for p in matched)
+    results = []
+    for p in matched:
+        hits = rule.find(index.fields[index.position[p.id]])
+        results.append((p, hits))
+    if as_json:
+        _echo_json({"query": query, "normalised": str(rule), "papers": [
+            {"key": p.key, "title": p.title, "digest_dates": dates[p.id],
+             "spans": [{"field": h.field, "start": h.start, "end": h.end, "term": h.term} for h in hits]}
+            for p, hits in results]})
+        return 0
+    for p, hits in results:
+        title_spans = [(h.start, h.end) for h in hits if h.field == "title"]
+        where = sorted({h.field for h in hits})
+        click.echo(f"- {_highlight(p.title, title_spans)}")
+        click.echo(f"    {', '.join(dates[p.id])}" + (f"; matched in {', '.join(where)}" if where else ""))
+        for h in hits:
+            if h.field == "abstract":
+                start = max(0, h.start - 40)
+                snippet = p.abstract[start:h.end + 40].replace("\n", " ")
+                click.echo(f"    …{_highlight(snippet, [(h.start - start, h.end - start)])}…")
+                break
+    click.echo(f"{len(results)} of {len(index)} papers match {str(rule)!r}")
+    return 0
+
+
+@rules.command("explain")
+@click.argument("email")
+@click.pass_obj
+def rules_explain(obj: Context, email: str) -> int:
+    """What EMAIL would receive next, ranked, with the score and the reason for each paper."""
+    sub, choice, builder = pipeline.explain(obj.config, email, obj.now)
+    plan = builder.selector.plan(sub)
+    click.echo(f"{sub.email}: max {sub.max_papers}, min {sub.min_papers} papers, backfill {sub.backfill_days} days")
+    for name, rule in plan.sources:
+        click.echo(f"  {'query' if name == 'query' else 'topic ' + name}: {rule}")
+    if plan.exclude is not None:
+        click.echo(f"  exclude: {plan.exclude}")
+    if choice.skipped:
+        click.echo(f"no email now: {choice.skipped}")
+        return 0
+    click.echo(f"{len(choice.picks)} of {choice.matched} unsent matching papers would be sent:")
+    for n, pick in enumerate(choice.picks, start=1):
+        relevance, standing = builder.selector.score(sub, pick.paper)
+        click.echo(f"{n:3}. {pick.paper.title}")
+        click.echo(f"     relevance {relevance}, standing {standing:.1f} (in {pick.paper.digest_count} digests"
+                   + (f", {pick.paper.upvotes} upvotes" if pick.paper.upvotes else "") + f"): {pick.match.reason}")
     return 0
 
 

@@ -6,13 +6,16 @@ of papers, instead of a scan of every paper for every subscriber. Results are ca
 so topics that many subscribers share are evaluated once per run. Phrases are checked against word
 positions only for the papers that contain all their words.
 
-Papers are kept in order of when they were last ingested, so "papers since T" is a bit range.
+Papers are kept in their order of merit apart from relevance (more digests and upvotes, newer, then
+title), so that among papers a subscriber's rules score equally the best are the lowest bits: taking
+the top k of a tie is taking its k lowest set bits.
 """
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
+import math
 from collections.abc import Iterator, Sequence
 
 from . import rules
@@ -28,13 +31,33 @@ def paper_fields(paper: Paper) -> dict[str, rules.Words]:
             "author": rules.words(", ".join(paper.authors))}
 
 
-class PaperIndex:
-    """Word -> papers bitmasks per field over a fixed list of papers."""
+def standing(paper: Paper, today: dt.date) -> float:
+    """How strongly a paper trends, whoever reads it (docs/selection.md):
+    +1 per further digest it appeared in (at most 4), +log2(1 + upvotes)/2 (at most 4),
+    +2 if its newest digest is at most 2 days old, +1 if at most 7 days."""
+    trending = min(paper.digest_count - 1, 4) + min(math.log2(1 + (paper.upvotes or 0)) / 2, 4)
+    age = (today - paper.last_digest_date).days if paper.last_digest_date else 999
+    return trending + (2 if age <= 2 else 1 if age <= 7 else 0)
 
-    def __init__(self, papers: Sequence[Paper]) -> None:
-        self.papers = sorted(papers, key=lambda p: (p.last_ingested or _EPOCH, p.id))
-        self.times = [p.last_ingested or _EPOCH for p in self.papers]
+
+class PaperIndex:
+    """Word -> papers bitmasks per field over a fixed list of papers, best standing first."""
+
+    def __init__(self, papers: Sequence[Paper], today: dt.date | None = None) -> None:
+        today = today or dt.date.today()
+        ranked = sorted(((standing(p, today), p) for p in papers), key=lambda t: (-t[0], t[1].title.casefold(), t[1].id))
+        self.papers = [p for _, p in ranked]
+        self.standing = [s for s, _ in ranked]
         self.all = (1 << len(self.papers)) - 1
+        # "Papers since T": one mask per distinct ingest time, OR-ed from the newest down.
+        by_time: dict[dt.datetime, int] = {}
+        for i, p in enumerate(self.papers):
+            t = p.last_ingested or _EPOCH
+            by_time[t] = by_time.get(t, 0) | (1 << i)
+        self._times = sorted(by_time)
+        self._since = [0] * (len(self._times) + 1)
+        for j in range(len(self._times) - 1, -1, -1):
+            self._since[j] = self._since[j + 1] | by_time[self._times[j]]
         self.fields = [paper_fields(p) for p in self.papers]
         self.position = {p.id: i for i, p in enumerate(self.papers)}
         self._words: dict[str, dict[str, int]] = {f: {} for f in rules.FIELDS}  # folded word -> mask
@@ -48,6 +71,8 @@ class PaperIndex:
                 for w in toks.raw:
                     raw[w] = raw.get(w, 0) | bit
         self._sorted: dict[str, list[str]] = {}
+        self._joins: dict[tuple[int, str], str] = {}
+        self._rules: dict[str, int] = {}
         self._cache: dict[tuple[Node, tuple[str, ...]], int] = {}
 
     def __len__(self) -> int:
@@ -55,7 +80,7 @@ class PaperIndex:
 
     def since(self, moment: dt.datetime) -> int:
         """The papers last ingested at or after `moment`."""
-        return self.all & ~((1 << bisect.bisect_left(self.times, moment)) - 1)
+        return self._since[bisect.bisect_left(self._times, moment)]
 
     def papers_in(self, mask: int) -> Iterator[Paper]:
         """The papers whose bits are set, in index order."""
@@ -65,8 +90,12 @@ class PaperIndex:
             mask ^= low
 
     def match(self, rule: rules.Rule) -> int:
-        """The papers this rule matches."""
-        return self.mask(rule.ast, rules.DEFAULT_SCOPE)
+        """The papers this rule matches (cached by the rule's text: hashing a string is cheap,
+        hashing a tree of nodes is not)."""
+        found = self._rules.get(rule.source)
+        if found is None:
+            found = self._rules[rule.source] = self.mask(rule.ast, rules.DEFAULT_SCOPE)
+        return found
 
     def mask(self, node: Node, scope: tuple[str, ...]) -> int:
         key = (node, scope)
@@ -118,18 +147,36 @@ class PaperIndex:
             if not candidates:
                 return 0
         out = 0
-        n = len(ws)
+        needle = " " + " ".join(ws) + " "
         for i in _bits(candidates):
-            toks = [w for w, _, _ in self.fields[i][field]]
-            if any(toks[j:j + n] == list(ws) for j in range(len(toks) - n + 1) if toks[j] == ws[0]):
+            if needle in self._joined(i, field):
                 out |= 1 << i
         return out
+
+    def _joined(self, i: int, field: str) -> str:
+        """A field's folded words as " w1 w2 … ": a phrase is then a substring test done in C."""
+        key = (i, field)
+        text = self._joins.get(key)
+        if text is None:
+            text = self._joins[key] = " " + " ".join(w for w, _, _ in self.fields[i][field]) + " "
+        return text
 
 
 def _union(masks: Iterator[int] | Sequence[int]) -> int:
     out = 0
     for m in masks:
         out |= m
+    return out
+
+
+def lowest_bits(mask: int, k: int) -> int:
+    """The k lowest set bits of mask (all of them if it has fewer)."""
+    out = 0
+    while mask and k:
+        low = mask & -mask
+        out |= low
+        mask ^= low
+        k -= 1
     return out
 
 

@@ -244,7 +244,7 @@ class Builder:
         self.domain = self.sender[1].rpartition("@")[2]
         self.renderer = Renderer(title="Trending Papers",
                                  sender_line=f"Sent by {self.sender[0] or self.sender[1]} · digestmail")
-        self.index = PaperIndex(papers)
+        self.index = PaperIndex(papers, now.date())
         self.selector = Selector(config.topics, self.index, now)
 
     @classmethod
@@ -257,9 +257,9 @@ class Builder:
         mask = self.selector.candidates(sub)
         if not mask:
             return Choice(skipped="no matching papers")
-        papers = list(self.index.papers_in(mask))
-        sent = store.already_sent(sid, [p.id for p in papers])
-        return self.selector.choose(sub, [p for p in papers if p.id not in sent])
+        for paper_id in store.already_sent(sid, [p.id for p in self.index.papers_in(mask)]):
+            mask &= ~(1 << self.index.position[paper_id])
+        return self.selector.choose(sub, mask)
 
     def message_id(self, edition: Edition) -> str:
         return f"{edition.key}@{self.domain}"

@@ -2,44 +2,45 @@
 
 Candidates are the papers of the run's index that arrived since the subscriber joined (less
 `backfill_days`), match any of their topics or their query, do not match their `exclude`, and have
-not been sent to them (the caller removes those, from the ledger). The score, documented in
+not been sent to them (the caller clears those, from the ledger). The order, documented in
 docs/selection.md:
 
-    relevance  for each distinct term the subscriber's rules ask for: 3 if it is in the title,
-               2 if only among the authors, 1 if only in the abstract
-    trending   +1 for each further digest the paper appeared in (at most +4), and
-               +log2(1 + upvotes) / 2 (at most +4)
-    recency    +2 if its newest digest is at most 2 days old, +1 if at most 7 days
+1. relevance: for each distinct term the subscriber's rules ask for, 3 if it is in the title,
+   2 if only among the authors, 1 if only in the abstract, summed;
+2. standing (index.standing): more digests and upvotes, and a newer digest, first;
+3. title, then the paper's id: the order is always the same for the same input.
 
-Highest score first; ties by relevance, then title, then the paper's id, so the order is deterministic.
+Relevance is summed over bit planes (bit p of every candidate's relevance in one int), so ranking a
+subscriber costs a few dozen integer operations whatever the number of candidates, and the top k are
+found by radix selection on those planes; the index already orders ties by standing and title.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from collections import OrderedDict
 
 from . import rules
-from .index import PaperIndex, positive_leaves
+from .index import PaperIndex, lowest_bits, positive_leaves
 from .models import Edition, Match, Paper, Pick, Subscriber
 
 TITLE, AUTHOR, ABSTRACT = 3, 2, 1
+PLAN_CACHE = 4096
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A subscriber's rules, compiled: (source name, rule) for each topic and the query; the exclude."""
+    """A subscriber's rules against this run's index: (source name, rule) for each topic and the
+    query, the exclude, the papers they select, and per distinct term its (title, author, abstract)
+    masks for the relevance sum."""
 
     sources: tuple[tuple[str, rules.Rule], ...]
     exclude: rules.Rule | None
-
-    @cached_property
-    def leaves(self) -> tuple[tuple[rules.Node, tuple[str, ...]], ...]:
-        return tuple(dict.fromkeys(leaf for _, r in self.sources for leaf in positive_leaves(r.ast)))
+    mask: int
+    leaves: tuple[tuple[int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,42 @@ class Selector:
     topics: Mapping[str, str]
     index: PaperIndex
     now: dt.datetime
-    _plans: dict[tuple[tuple[str, ...], str, str], Plan] = field(default_factory=dict)
+    # Bounded: subscribers stream past once each, but neighbours often share the same topics.
+    _plans: OrderedDict[tuple[tuple[str, ...], str, str], Plan] = field(default_factory=OrderedDict)
+    _leaves: dict[str, tuple[tuple[str, tuple[int, int, int]], ...]] = field(default_factory=dict)
     _found: dict[tuple[str, int], list[rules.Hit]] = field(default_factory=dict)
 
     def plan(self, sub: Subscriber) -> Plan:
         key = (sub.topics, sub.query, sub.exclude)
         plan = self._plans.get(key)
-        if plan is None:
-            sources = [(t, rules.compile_rule(self.topics[t])) for t in sub.topics if t in self.topics]
-            if sub.query:
-                sources.append(("query", rules.compile_rule(sub.query)))
-            exclude = rules.compile_rule(sub.exclude) if sub.exclude else None
-            plan = self._plans[key] = Plan(tuple(sources), exclude)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        sources = [(t, rules.compile_rule(self.topics[t])) for t in sub.topics if t in self.topics]
+        if sub.query:
+            sources.append(("query", rules.compile_rule(sub.query)))
+        exclude = rules.compile_rule(sub.exclude) if sub.exclude else None
+        mask = 0
+        for _, rule in sources:
+            mask |= self.index.match(rule)
+        if mask and exclude is not None:
+            mask &= ~self.index.match(exclude)
+        leaves = dict(pair for _, rule in sources for pair in self._rule_leaves(rule))
+        plan = self._plans[key] = Plan(tuple(sources), exclude, mask, tuple(leaves.values()))
+        if len(self._plans) > PLAN_CACHE:
+            self._plans.popitem(last=False)
         return plan
+
+    def _rule_leaves(self, rule: rules.Rule) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+        """Per distinct term of a rule: a key, and the papers with it in the title, authors, abstract."""
+        found = self._leaves.get(rule.source)
+        if found is None:
+            out = {}
+            for node, scope in positive_leaves(rule.ast):
+                masks = tuple(self.index.mask(node, (f,)) if f in scope else 0 for f in ("title", "author", "abstract"))
+                out[f"{node}|{','.join(scope)}"] = masks
+            found = self._leaves[rule.source] = tuple(out.items())
+        return found
 
     def window(self, sub: Subscriber) -> dt.datetime:
         """Papers from digests ingested since then are candidates for this subscriber."""
@@ -79,35 +103,51 @@ class Selector:
 
     def candidates(self, sub: Subscriber) -> int:
         """The index's papers this subscriber's rules select (before the ledger), as a bitmask."""
-        plan = self.plan(sub)
-        mask = 0
-        for _, rule in plan.sources:
-            mask |= self.index.match(rule)
-        if mask and plan.exclude is not None:
-            mask &= ~self.index.match(plan.exclude)
+        mask = self.plan(sub).mask
         return mask & self.index.since(self.window(sub)) if mask else 0
 
-    def score(self, plan: Plan, paper: Paper) -> tuple[float, int]:
-        """(score, relevance) of one candidate paper; see the module docstring."""
-        bit = 1 << self.index.position[paper.id]
-        relevance = 0
-        for node, scope in plan.leaves:
-            if "title" in scope and self.index.mask(node, ("title",)) & bit:
-                relevance += TITLE
-            elif "author" in scope and self.index.mask(node, ("author",)) & bit:
-                relevance += AUTHOR
-            elif "abstract" in scope and self.index.mask(node, ("abstract",)) & bit:
-                relevance += ABSTRACT
-        trending = min(paper.digest_count - 1, 4) + min(math.log2(1 + (paper.upvotes or 0)) / 2, 4)
-        age = (self.now.date() - paper.last_digest_date).days if paper.last_digest_date else 999
-        recency = 2 if age <= 2 else 1 if age <= 7 else 0
-        return relevance + trending + recency, relevance
+    def planes(self, plan: Plan, mask: int) -> list[int]:
+        """Relevance of every paper in mask, as bit planes: bit i of planes[p] is bit p of paper i's."""
+        planes: list[int] = []
+        for t, u, a in plan.leaves:
+            title = t & mask
+            rest = mask & ~title
+            author = u & rest
+            abstract = a & rest & ~author
+            if title:
+                _add(planes, title, TITLE)
+            if author:
+                _add(planes, author, AUTHOR)
+            if abstract:
+                _add(planes, abstract, ABSTRACT)
+        return planes
 
-    def rank(self, sub: Subscriber, papers: Iterable[Paper]) -> list[tuple[Paper, float]]:
-        plan = self.plan(sub)
-        scored = [(p, *self.score(plan, p)) for p in papers]
-        scored.sort(key=lambda t: (-t[1], -t[2], t[0].title.casefold(), t[0].id))
-        return [(p, s) for p, s, _ in scored]
+    def rank(self, sub: Subscriber, mask: int, k: int) -> list[tuple[Paper, int]]:
+        """The k best papers of mask for this subscriber, best first, with their relevance."""
+        planes = self.planes(self.plan(sub), mask)
+        chosen, tied, need = 0, mask, k
+        for plane in reversed(planes):  # radix selection, most significant bit first
+            high = tied & plane
+            count = high.bit_count()
+            if count >= need:
+                tied = high
+            else:
+                chosen |= high
+                need -= count
+                tied &= ~plane
+        chosen |= lowest_bits(tied, need)  # equal relevance: the index order decides
+        relevance = dict.fromkeys(_positions(chosen), 0)
+        for p, plane in enumerate(planes):
+            for i in _positions(plane & chosen):
+                relevance[i] += 1 << p
+        order = sorted(relevance, key=lambda i: (-relevance[i], i))
+        return [(self.index.papers[i], relevance[i]) for i in order]
+
+    def score(self, sub: Subscriber, paper: Paper) -> tuple[int, float]:
+        """(relevance, standing) of one paper for this subscriber, for explanations."""
+        i = self.index.position[paper.id]
+        planes = self.planes(self.plan(sub), 1 << i)
+        return sum((plane >> i & 1) << p for p, plane in enumerate(planes)), self.index.standing[i]
 
     def explain(self, sub: Subscriber, paper: Paper) -> Match:
         """Which topics brought this paper, the words they hit (with offsets), and a one-line reason."""
@@ -133,15 +173,40 @@ class Selector:
         spans = tuple(sorted({(h.field, h.start, h.end, h.term) for h in hits}))
         return Match(topics=tuple(topics), terms=terms, spans=spans, reason=" · ".join(reasons))
 
-    def choose(self, sub: Subscriber, unsent: Sequence[Paper]) -> Choice:
-        """The picks for one email from these unsent candidates, or why there is none."""
-        if not unsent:
+    def choose(self, sub: Subscriber, unsent: int) -> Choice:
+        """The picks for one email from these unsent candidates (a mask), or why there is none."""
+        matched = unsent.bit_count()
+        if not matched:
             return Choice(skipped="no matching papers")
-        if len(unsent) < sub.min_papers:
-            return Choice(matched=len(unsent),
-                          skipped=f"below min_papers ({len(unsent)} < {sub.min_papers})")
-        ranked = self.rank(sub, unsent)[: sub.max_papers]
-        return Choice(picks=tuple(Pick(p, self.explain(sub, p)) for p, _ in ranked), matched=len(unsent))
+        if matched < sub.min_papers:
+            return Choice(matched=matched, skipped=f"below min_papers ({matched} < {sub.min_papers})")
+        ranked = self.rank(sub, unsent, sub.max_papers)
+        return Choice(picks=tuple(Pick(p, self.explain(sub, p)) for p, _ in ranked), matched=matched)
+
+
+def _add(planes: list[int], found: int, weight: int) -> None:
+    """Add `weight` to the relevance of every paper in `found`, ripple-carrying through the planes
+    (a new plane is opened when a carry runs off the top)."""
+    p = 0
+    while weight:
+        if weight & 1:
+            carry, q = found, p
+            while carry:
+                while q >= len(planes):
+                    planes.append(0)
+                planes[q], carry = planes[q] ^ carry, planes[q] & carry
+                q += 1
+        weight >>= 1
+        p += 1
+
+
+def _positions(mask: int) -> list[int]:
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
 
 
 def _in_text_order(hits: list[rules.Hit]) -> list[rules.Hit]:

@@ -376,6 +376,27 @@ class Store:
             (_iso(since),))
         return [_paper(r) for r in rows]
 
+    def papers_seen_since(self, since: dt.date | None) -> list[Paper]:
+        """Every paper listed in a digest dated `since` or later (all papers when None)."""
+        rows = self.db.execute(
+            f"SELECT {_PAPER_COLUMNS} {_PAPERS_FROM} WHERE p.id IN (SELECT pd2.paper_id FROM paper_digests pd2 "
+            "JOIN digests d2 ON d2.id = pd2.digest_id WHERE d2.digest_date >= ?) GROUP BY p.id ORDER BY p.id",
+            (_iso(since or dt.date.min),))
+        return [_paper(r) for r in rows]
+
+    def digest_dates_of(self, paper_ids: Iterable[int]) -> dict[int, list[str]]:
+        """The dates of the digests each paper appeared in, oldest first."""
+        ids = list(paper_ids)
+        out: dict[int, list[str]] = {i: [] for i in ids}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for pid, date in self.db.execute(
+                    "SELECT DISTINCT pd.paper_id, d.digest_date FROM paper_digests pd JOIN digests d "
+                    f"ON d.id = pd.digest_id WHERE pd.paper_id IN ({','.join('?' * len(chunk))}) "
+                    "ORDER BY d.digest_date", chunk):
+                out[pid].append(date)
+        return out
+
     def earliest_window(self, now: dt.datetime) -> dt.datetime:
         """The oldest "papers since" any active subscriber has: joined_at less backfill_days."""
         earliest = now
