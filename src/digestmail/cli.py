@@ -149,7 +149,7 @@ def rules() -> None:
 
 
 def _highlight(text: str, spans: list[tuple[int, int]]) -> str:
-    out, pos = [], 0
+    out = []
     for part in render.split_parts(text, spans):
         out.append(click.style(part.text, bold=True, fg="yellow") if part.hit else part.text)
     return "".join(out)

@@ -1,4 +1,4 @@
-"""The SQLite store (the only sqlite3 user): digests, papers, subscribers and the delivery ledger."""
+"""Digests, papers, subscribers, the ledger and source health: the store's tables for ingest and selection."""
 
 from __future__ import annotations
 
@@ -6,135 +6,11 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
-from . import identity
-from .errors import StoreError
-from .models import Digest, Entry, Paper, Subscriber
-
-# Append-only: each migration runs once, in its own transaction, and is recorded by name.
-# Never edit or reorder an entry that has shipped; add a new one. A step is SQL or a function.
-Step = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[tuple[str, Step]] = []
-migration = MIGRATIONS.append
-
-migration(("0001_initial", """
-CREATE TABLE digests (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL,
-    sha256 TEXT NOT NULL UNIQUE,
-    format TEXT NOT NULL,
-    digest_date TEXT NOT NULL,
-    ingested_at TEXT NOT NULL,
-    entries INTEGER NOT NULL
-);
-CREATE TABLE papers (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    abstract TEXT NOT NULL,
-    first_seen TEXT NOT NULL
-);
-CREATE TABLE paper_digests (
-    paper_id INTEGER NOT NULL REFERENCES papers(id),
-    digest_id INTEGER NOT NULL REFERENCES digests(id),
-    position INTEGER NOT NULL,
-    PRIMARY KEY (paper_id, digest_id)
-);
-CREATE INDEX paper_digests_digest ON paper_digests(digest_id);
-CREATE TABLE subscribers (
-    id INTEGER PRIMARY KEY,
-    email TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    name TEXT NOT NULL,
-    topics TEXT NOT NULL,
-    query TEXT NOT NULL,
-    max_papers INTEGER NOT NULL,
-    joined_at TEXT NOT NULL,
-    active INTEGER NOT NULL DEFAULT 1,
-    sync_generation INTEGER NOT NULL DEFAULT 0
-);
--- The ledger: a row means this paper was handed over to this subscriber in that message.
-CREATE TABLE deliveries (
-    subscriber_id INTEGER NOT NULL REFERENCES subscribers(id),
-    paper_id INTEGER NOT NULL REFERENCES papers(id),
-    message_id TEXT NOT NULL,
-    sent_at TEXT NOT NULL,
-    PRIMARY KEY (subscriber_id, paper_id)
-);
-"""))
-
-
-def _backfill_title_keys(db: sqlite3.Connection) -> None:
-    for paper_id, title in db.execute("SELECT id, title FROM papers").fetchall():
-        k = identity.title_keys(title)
-        db.execute("UPDATE papers SET title_norm = ?, title_compact = ?, title_head = ?, title_tail = ? "
-                   "WHERE id = ?", (k.normal, k.compact, k.head, k.tail, paper_id))
-
-
-migration(("0002_provenance", """
-ALTER TABLE papers ADD COLUMN arxiv_id TEXT;
-ALTER TABLE papers ADD COLUMN title_norm TEXT NOT NULL DEFAULT '';
-ALTER TABLE papers ADD COLUMN title_compact TEXT NOT NULL DEFAULT '';
-ALTER TABLE papers ADD COLUMN title_head TEXT NOT NULL DEFAULT '';
-ALTER TABLE papers ADD COLUMN title_tail TEXT NOT NULL DEFAULT '';
-ALTER TABLE papers ADD COLUMN authors TEXT NOT NULL DEFAULT '[]';
-ALTER TABLE papers ADD COLUMN categories TEXT NOT NULL DEFAULT '[]';
-ALTER TABLE papers ADD COLUMN keywords TEXT NOT NULL DEFAULT '[]';
-ALTER TABLE papers ADD COLUMN github TEXT;
-ALTER TABLE papers ADD COLUMN project_page TEXT;
-ALTER TABLE papers ADD COLUMN updated_at TEXT;
-CREATE UNIQUE INDEX papers_arxiv ON papers(arxiv_id) WHERE arxiv_id IS NOT NULL;
-CREATE INDEX papers_title_norm ON papers(title_norm);
-CREATE INDEX papers_title_compact ON papers(title_compact);
-CREATE INDEX papers_title_head ON papers(title_head);
-CREATE INDEX papers_title_tail ON papers(title_tail);
-ALTER TABLE paper_digests ADD COLUMN upvotes INTEGER;
-ALTER TABLE digests ADD COLUMN source TEXT NOT NULL DEFAULT 'files';
-CREATE INDEX digests_source ON digests(source, digest_date);
--- One row per source: what the last poll saw, so a quiet day and a broken feed look different.
-CREATE TABLE source_status (
-    source TEXT PRIMARY KEY,
-    last_poll TEXT,
-    last_arrival TEXT,
-    last_new_papers TEXT,
-    last_error TEXT
-);
-"""))
-migration(("0003_backfill_title_keys", _backfill_title_keys))
-def _backfill_folded_titles(db: sqlite3.Connection) -> None:
-    for paper_id, title in db.execute("SELECT id, title FROM papers").fetchall():
-        db.execute("UPDATE papers SET title_folded = ? WHERE id = ?", (identity.title_keys(title).folded, paper_id))
-
-
-migration(("0004_subscriber_selection", """
-ALTER TABLE subscribers ADD COLUMN min_papers INTEGER NOT NULL DEFAULT 1;
-ALTER TABLE subscribers ADD COLUMN exclude TEXT NOT NULL DEFAULT '';
-ALTER TABLE subscribers ADD COLUMN backfill_days INTEGER NOT NULL DEFAULT 7;
-CREATE INDEX digests_ingested ON digests(ingested_at);
-"""))
-# Plural-folded titles get their own indexed column, so identity rule 4a is one lookup, and the
-# head/tail scan for typos only has to look at titles of about the same length.
-migration(("0005_folded_titles", """
-ALTER TABLE papers ADD COLUMN title_folded TEXT NOT NULL DEFAULT '';
-CREATE INDEX papers_title_folded ON papers(title_folded);
-"""))
-migration(("0006_backfill_folded_titles", _backfill_folded_titles))
-# Head and tail blocks now carry the title's length (identity._blocks): recompute them.
-migration(("0007_length_blocks", _backfill_title_keys))
-# Equal normalised titles have equal compact titles, and lookups go by the compact one: an index
-# that only slowed every insert down.
-migration(("0008_drop_title_norm_index", "DROP INDEX papers_title_norm"))
-# Where a polled source (an IMAP folder) got to: its UIDVALIDITY and the last UID read.
-migration(("0009_source_cursor", """
-CREATE TABLE source_cursor (
-    source TEXT PRIMARY KEY,
-    uidvalidity INTEGER NOT NULL,
-    last_uid INTEGER NOT NULL
-);
-"""))
-
+from .. import identity
+from ..models import Digest, Entry, Paper, Subscriber
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -226,60 +102,11 @@ class _Candidates:
         return None
 
 
-class Store:
-    """One connection to the SQLite file; every write is one transaction."""
+class PapersMixin:
+    """Store methods for ingest and selection; `db` and `transaction()` come from Store."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoint the WAL every ~16 MB rather than every 4 MB: index pages rewritten by several
-            # digests in a row then reach the database file once (ingest 20 % faster, measured).
-            self.db.execute("PRAGMA wal_autocheckpoint=4000")
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the store: {exc}", where=str(path),
-                             hint="check [store] path and that the folder is writable") from None
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
-        done = {row[0] for row in self.db.execute("SELECT name FROM migrations")}
-        for name, step in MIGRATIONS:
-            if name in done:
-                continue
-            with self.transaction() as db:
-                if callable(step):
-                    step(db)
-                else:
-                    for statement in step.split(";\n"):
-                        if statement.strip():
-                            db.execute(statement)
-                db.execute("INSERT INTO migrations VALUES (?, ?)",
-                           (name, _iso(dt.datetime.now(dt.timezone.utc))))
+    db: sqlite3.Connection
+    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     # -- digests and papers ------------------------------------------------------------------
 
