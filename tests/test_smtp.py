@@ -125,7 +125,7 @@ def test_run_delivers_one_message_per_matching_subscriber(tmp_path, smtp_server)
     cfg = write_config(tmp_path, smtp_server.port)
     result = run_cli(cfg, "run")
     assert result.returncode == 0, result.stderr
-    assert "sent 2 emails, 1 subscribers had nothing new, 0 failed" in result.stdout
+    assert "sent 2 emails via smtp, 0 deferred, 0 failed, 1 subscribers skipped" in result.stdout
 
     by_rcpt = {m.rcpt_tos: m for m in smtp_server.messages}
     assert len(smtp_server.messages) == 2
@@ -178,7 +178,8 @@ def test_starttls_not_offered_fails_without_auth_or_message(tmp_path, auth_serve
     result = run_cli(cfg, "run", env={PASSWORD_ENV: "s3cret-pa55"})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "STARTTLS" in result.stderr
-    assert "failed ada@example.org" in result.stderr and "failed grace@example.org" in result.stderr
+    # Not failed for good: deferred, and retried by the next run once its time has come.
+    assert "deferred ada@example.org" in result.stderr and "deferred grace@example.org" in result.stderr
     assert "s3cret-pa55" not in result.stdout + result.stderr
     assert auth_server.messages == []
     assert auth_server.auth_attempts == []

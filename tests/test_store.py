@@ -88,8 +88,13 @@ def test_ledger_hides_sent_papers(tmp_path):
                                 Subscriber("b@example.org", topics=("t",))], NOW)
         (sa, _), (sb, _) = store.active_subscribers()
         paper_a = next(p for p in store.unsent_papers(sa) if p.key == "title:a")
-        store.record_delivery(sa, [paper_a.id], "m1@example.org", NOW)
-        store.record_delivery(sa, [paper_a.id], "m1@example.org", NOW)  # idempotent
+        oid = store.queue_edition("e1", sa, "m1@example.org", NOW, [paper_a.id])
+        assert store.queue_edition("e1", sa, "m1@example.org", NOW, [paper_a.id]) is None  # a re-run
+        assert store.pending_papers(sa) == {paper_a.id}
+        assert [p.key for p in store.unsent_papers(sa)] == ["title:a", "title:b"]  # queued is not sent
+        store.mark_sending(oid, NOW)
+        store.mark_sent(oid, NOW)
+        assert store.pending_papers(sa) == set()
         assert [p.key for p in store.unsent_papers(sa)] == ["title:b"]
         assert [p.key for p in store.unsent_papers(sb)] == ["title:a", "title:b"]
         assert store.counts()["messages_sent"] == 1
@@ -160,3 +165,29 @@ def test_replacements_update_known_papers_and_are_never_new(tmp_path):
         assert (r.new_papers, r.known_papers, r.updated_papers) == (0, 0, 1)
         (p,) = papers(store)
         assert p.abstract == "new abstract" and p.title.endswith("(revised)") and p.digest_count == 1
+
+
+def test_outbox_states_recovery_and_suppressions(tmp_path):
+    later = NOW + dt.timedelta(minutes=5)
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B", "C"), NOW)
+        store.sync_subscribers([Subscriber("a@example.org", topics=("t",))], NOW)
+        ((sid, _),) = store.active_subscribers()
+        ids = [p.id for p in store.unsent_papers(sid)]
+        first = store.queue_edition("e1", sid, "m1@x.org", NOW, ids[:1])
+        second = store.queue_edition("e2", sid, "m2@x.org", NOW, ids[1:2])
+        third = store.queue_edition("e3", sid, "m3@x.org", NOW, ids[2:])
+        store.mark_sending(first, NOW)  # ... and the process dies here
+        store.mark_sending(second, NOW)
+        store.mark_deferred(second, NOW, later, "451 try later")
+        store.mark_sending(third, NOW)
+        store.mark_failed(third, NOW, "550 no such user")
+        assert store.outbox_counts() == {"queued": 0, "sending": 1, "sent": 0, "deferred": 1, "failed": 1}
+        assert store.recover_sending(NOW) == 1
+        assert [r.edition_key for r in store.due(NOW)] == ["e1"]
+        due = store.due(later)
+        assert [(r.edition_key, r.attempts, r.paper_ids) for r in due] == [("e1", 1, (ids[0],)), ("e2", 1, (ids[1],))]
+        assert store.failures()[0]["error"] == "550 no such user"
+        store.suppress("A@example.org", "refused", "550 no such user", NOW)
+        assert store.suppression("a@example.org") == "refused"
+        assert store.unsuppress("a@example.org") and store.suppression("a@example.org") is None

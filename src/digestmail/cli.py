@@ -109,8 +109,17 @@ def run(obj: Context, as_json: bool) -> int:
         ing = report.ingest.as_dict()
         click.echo(f"ingested {ing['ingested']} digests ({ing['new_papers']} new papers), "
                    f"{ing['duplicate']} already known, {ing['rejected']} rejected")
-        click.echo(f"sent {len(report.sent)} emails, {len(report.skipped)} subscribers had nothing new, "
-                   f"{len(report.failed)} failed")
+        retried = sum(1 for s in report.sent if s.get("retry"))
+        click.echo(f"sent {len(report.sent)} emails" + (f" ({retried} retried)" if retried else "")
+                   + f" via {report.transport}, {len(report.deferred)} deferred, {len(report.failed)} failed, "
+                   f"{len(report.skipped)} subscribers skipped")
+        reasons = report.as_dict()["skipped_by_reason"]
+        if reasons:
+            click.echo("  skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
+        if report.delivery.recovered:
+            click.echo(f"  {report.delivery.recovered} editions interrupted by a crash were sent again")
+        for d in report.deferred:
+            click.echo(f"  deferred {d['email']} until {d['until']}: {d['error']}", err=True)
         for f in report.failed:
             click.echo(f"  failed {f['email']}: {f['error']}", err=True)
         for name, h in report.sources.items():

@@ -69,6 +69,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "outbox": Key(str, "outbox", "folder the file transport writes .eml files to"),
         "from": Key(str, None, "sender, e.g. 'Trending Papers <papers@example.org>'"),
     },
+    "delivery.retry": {
+        "base": Key(str, "60s", "first wait after a temporary failure (4xx, timeout); doubles each time"),
+        "max": Key(str, "6h", "the longest wait between two attempts"),
+        "give_up_after": Key(str, "2d", "an edition still failing this long after it was made is marked failed"),
+    },
+    "web": {
+        "base_url": Key(str, "", "public https URL of `digestmail serve`, e.g. https://papers.example.org"),
+        "listen": Key(str, "127.0.0.1:8025", "host:port `digestmail serve` listens on (put a TLS proxy in front)"),
+        "secret_env": Key(str, "", "name of the environment variable holding the key that signs unsubscribe links"),
+        "unsubscribe_mailto": Key(str, "", "an address that also takes unsubscribe requests by mail (optional)"),
+    },
+    "delivery.dkim": {
+        "domain": Key(str, "", "sign every email with DKIM for this domain (d=); empty: no signing"),
+        "selector": Key(str, "", "the DNS selector (s=): the key is published at SELECTOR._domainkey.DOMAIN"),
+        "key_file": Key(str, "", "PEM private key (RSA 2048+ or Ed25519); keep it readable by digestmail only"),
+    },
     "delivery.smtp": {
         "host": Key(str, "", "SMTP server (required when transport = \"smtp\")"),
         "port": Key(int, 0, "0 means the usual port: 587 for starttls, 465 for tls, 25 for none"),
@@ -140,6 +156,50 @@ class ImapSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """[web]: where unsubscribe links point and how they are signed."""
+
+    base_url: str
+    host: str
+    port: int
+    secret_env: str
+    unsubscribe_mailto: str
+
+    def secret(self) -> bytes:
+        value = os.environ.get(self.secret_env) if self.secret_env else None
+        if not value:
+            raise ConfigError(f"the environment variable {self.secret_env or '(none named)'} is not set",
+                              where="web.secret_env",
+                              hint="export a long random key there, e.g. `openssl rand -hex 32`")
+        return value.encode()
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """[delivery.dkim]: sign the final bytes of every message."""
+
+    domain: str
+    selector: str
+    key_file: Path
+
+    def key(self) -> bytes:
+        try:
+            return self.key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the DKIM key: {exc.strerror}", where="delivery.dkim.key_file",
+                              hint="check the path and that digestmail may read it") from None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """[delivery.retry]: exponential backoff for temporary failures."""
+
+    base: dt.timedelta
+    max: dt.timedelta
+    give_up_after: dt.timedelta
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     """[delivery.smtp]: where and how to hand messages to an SMTP server."""
 
@@ -179,6 +239,9 @@ class Config:
     topics: Mapping[str, str]
     subscribers: tuple[Subscriber, ...]
     subscribers_file: Path | None
+    retry: Retry
+    dkim: DkimSettings | None = None
+    web: WebSettings | None = None
     smtp: SmtpSettings | None = None
 
 
@@ -269,6 +332,10 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
         topics=dict(topics),
         subscribers=subscribers,
         subscribers_file=_path(base, subs_file) if subs_file else None,
+        retry=Retry(*(parse_duration(values[f"delivery.retry.{k}"], f"{where}: delivery.retry.{k}")
+                      for k in ("base", "max", "give_up_after"))),
+        dkim=_dkim(values, base, where) if values["delivery.dkim.domain"] else None,
+        web=_web(values, where) if values["web.base_url"] else None,
         smtp=smtp,
     )
 
@@ -280,6 +347,31 @@ def _path(base: Path, value: str) -> Path:
 
 def _duration(values: Mapping[str, Any], key: str, where: str) -> dt.timedelta | None:
     return parse_duration(values[key], f"{where}: {key}") if values[key] else None
+
+
+def _dkim(values: Mapping[str, Any], base: Path, where: str) -> DkimSettings:
+    for key in ("selector", "key_file"):
+        if not values[f"delivery.dkim.{key}"]:
+            raise ConfigError(f"DKIM signing needs {key}", where=f"{where}: delivery.dkim.{key}")
+    return DkimSettings(values["delivery.dkim.domain"], values["delivery.dkim.selector"],
+                        _path(base, values["delivery.dkim.key_file"]))
+
+
+def _web(values: Mapping[str, Any], where: str) -> WebSettings:
+    base_url = values["web.base_url"].rstrip("/")
+    if not re.match(r"^https?://[^\s/]+", base_url):
+        raise ConfigError(f"{base_url!r} is not an http(s) URL", where=f"{where}: web.base_url",
+                          hint="e.g. https://papers.example.org (mail clients need https for one-click)")
+    if not values["web.secret_env"]:
+        raise ConfigError("unsubscribe links need a signing key", where=f"{where}: web.secret_env",
+                          hint="name an environment variable holding a long random key")
+    host, _, port = values["web.listen"].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{values['web.listen']!r} is not host:port", where=f"{where}: web.listen")
+    mailto = values["web.unsubscribe_mailto"]
+    if mailto and not _EMAIL.match(mailto):
+        raise ConfigError(f"{mailto!r} is not an address", where=f"{where}: web.unsubscribe_mailto")
+    return WebSettings(base_url, host.strip("[]"), int(port), values["web.secret_env"], mailto)
 
 
 def _imap(values: Mapping[str, Any], base: Path, where: str) -> ImapSettings:

@@ -67,6 +67,12 @@ class HeaderError(DigestmailError, ValueError):
 
 
 class DeliveryError(DigestmailError):
-    """A transport failed to hand a message over."""
+    """A transport failed to hand a message over; `permanent` (a 5xx answer) means never retry."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None,
+                 permanent: bool = False, code: int | None = None) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.permanent = permanent
+        self.code = code

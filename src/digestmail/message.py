@@ -111,14 +111,8 @@ def _address_tokens(header: str, name: str, addr: str) -> list[str]:
     if not ADDRESS.match(addr):
         raise HeaderError(f"{addr!r} is not an address we can put in a header",
                           hint="use a plain ASCII address like ada@example.org")
-    if not name:
-        return [addr]
-    if not name.isascii() or "=?" in name:
-        return encode_words(name, first_room=_LINE - len(header) - 2) + [f"<{addr}>"]
-    if _ATEXT_PHRASE.match(name):
-        return name.split(" ") + [f"<{addr}>"]
-    # A quoted string keeps specials and exact spacing; it is never folded inside.
-    return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', f"<{addr}>"]
+    # A quoted string (for specials or exact spacing) is one token: never folded inside.
+    return _phrase_tokens(header, name) + [f"<{addr}>"] if name else [addr]
 
 
 def address_header(header: str, display: str, addr: str) -> str:
@@ -136,9 +130,46 @@ def qp(text: str) -> bytes:
     return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
 
 
+@dataclass(frozen=True)
+class ListHeaders:
+    """What makes a message a list message: its List-Id and how to leave the list (RFC 2369, 2919, 8058)."""
+
+    name: str  # a description, e.g. "Trending Papers"
+    list_id: str  # a dot-atom, e.g. "trending.papers.example.org"
+    unsubscribe: tuple[str, ...] = ()  # https and/or mailto URIs
+
+    def lines(self) -> list[str]:
+        if not re.fullmatch(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", self.list_id):
+            raise HeaderError(f"bad List-Id {self.list_id!r}")
+        out = [fold("List-Id", _phrase_tokens("List-Id", self.name) + [f"<{self.list_id}>"])]
+        if self.unsubscribe:
+            for uri in self.unsubscribe:
+                check(uri, "List-Unsubscribe")
+                if not re.fullmatch(r"(?:https?://|mailto:)[\x21-\x7e]+", uri) or any(c in uri for c in "<>,\" "):
+                    raise HeaderError(f"bad unsubscribe URI {uri!r}")
+            out.append(fold("List-Unsubscribe", [f"<{u}>," for u in self.unsubscribe[:-1]] +
+                            [f"<{self.unsubscribe[-1]}>"]))
+            if any(u.startswith("https://") for u in self.unsubscribe):
+                out.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        out.append("Precedence: bulk")
+        return out
+
+
+def _phrase_tokens(header: str, name: str) -> list[str]:
+    check(name, header)
+    if not name:
+        return []
+    if not name.isascii() or "=?" in name:
+        return encode_words(name, first_room=_LINE - len(header) - 2)
+    if _ATEXT_PHRASE.match(name):
+        return name.split(" ")
+    return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
+
+
 def build(rendered: RenderedEmail, *, sender: tuple[str, str], to: tuple[str, str], message_id: str,
-          date: dt.datetime) -> bytes:
-    """multipart/alternative (text/plain, then text/html) with From, To, Subject, Date, Message-ID."""
+          date: dt.datetime, list_headers: ListHeaders | None = None) -> bytes:
+    """multipart/alternative (text/plain, then text/html) with From, To, Subject, Date, Message-ID,
+    and the list headers when given."""
     check(message_id, "Message-ID")
     if not _MESSAGE_ID.match(message_id):
         raise HeaderError(f"bad Message-ID {message_id!r}", hint="a Message-ID is dot-atom@domain")
@@ -149,6 +180,7 @@ def build(rendered: RenderedEmail, *, sender: tuple[str, str], to: tuple[str, st
         text_header("Subject", rendered.subject),
         "Date: " + email.utils.format_datetime(date),
         f"Message-ID: <{message_id}>",
+        *(list_headers.lines() if list_headers else ()),
         "MIME-Version: 1.0",
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
     ]

@@ -9,19 +9,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import message, sources
-from .config import Config, ImapSettings, iter_subscribers_file, parse_address
-from .errors import ConfigError, DigestError, DigestmailError
+from . import sources
+from .config import Config, ImapSettings, iter_subscribers_file
+from .errors import ConfigError, DigestError
 from .health import source_health
-from .models import Digest, Edition, Paper, RenderedEmail, Subscriber
-from .render import Renderer
-from .index import PaperIndex
-from .select import Choice, Selector, edition
+from .models import Digest, Edition, RenderedEmail, Subscriber
+from .deliver import DeliveryReport, deliver_all
+from .editions import Builder
+from .select import Choice, edition
 from .sources import files as disk
 from .sources.files import Unit, expand, inbox_files, maildir_new, read_units
 from .sources.imap import ImapError, ImapSource
 from .store import Store
-from .transport import Transport, make_transport
+from .transport import make_transport
 
 log = logging.getLogger("digestmail")
 T = TypeVar("T")
@@ -71,22 +71,42 @@ class IngestReport:
 @dataclass
 class RunReport:
     ingest: IngestReport
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # no email, and why
-    failed: list[dict[str, str]] = field(default_factory=list)
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
+    transport: str = ""
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # health after this run's ingest
+    outbox: dict[str, int] = field(default_factory=dict)  # editions by state after the run
+    suppressed: int = 0
+
+    # The report's lists, by name (the CLI and the tests read these).
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        return self.delivery.sent
+
+    @property
+    def failed(self) -> list[dict[str, str]]:
+        return self.delivery.failed
+
+    @property
+    def deferred(self) -> list[dict[str, str]]:
+        return self.delivery.deferred
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self.delivery.skipped
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed or self.ingest.partial else 0
+        return 1 if self.failed or self.deferred or self.ingest.partial else 0
 
     def as_dict(self) -> dict[str, Any]:
         reasons: dict[str, int] = {}
         for s in self.skipped:
             kind = s["reason"].split(" (")[0]
             reasons[kind] = reasons.get(kind, 0) + 1
-        return {"ingest": self.ingest.as_dict(), "sent": self.sent, "skipped": len(self.skipped),
-                "skipped_by_reason": reasons, "failed": self.failed, "sources": self.sources}
+        return {"ingest": self.ingest.as_dict(), "transport": self.transport, "sent": self.sent,
+                "deferred": self.deferred, "failed": self.failed, "skipped": len(self.skipped),
+                "skipped_by_reason": reasons, "recovered": self.delivery.recovered,
+                "suppressed": self.suppressed, "outbox": self.outbox, "sources": self.sources}
 
 
 def all_subscribers(config: Config) -> Iterator[Subscriber]:
@@ -231,75 +251,7 @@ def ingest_paths(store: Store, paths: Iterable[Path], now: dt.datetime,
     return ingest(store, expand(paths), now, progress, source="files")[0]
 
 
-# -- editions --------------------------------------------------------------------------------
-
-class Builder:
-    """Selects, renders and builds messages for one run (no I/O): the index and templates are built
-    once, then each subscriber costs a few bitmask operations and one template render."""
-
-    def __init__(self, config: Config, papers: list[Paper], now: dt.datetime) -> None:
-        self.config = config
-        self.now = now
-        self.sender = parse_address(config.sender)
-        self.domain = self.sender[1].rpartition("@")[2]
-        self.renderer = Renderer(title="Trending Papers",
-                                 sender_line=f"Sent by {self.sender[0] or self.sender[1]} · digestmail")
-        self.index = PaperIndex(papers, now.date())
-        self.selector = Selector(config.topics, self.index, now)
-
-    @classmethod
-    def for_store(cls, config: Config, store: Store, now: dt.datetime) -> Builder:
-        """A builder over every paper some active subscriber may still get (the widest window)."""
-        return cls(config, store.candidate_papers(store.earliest_window(now)), now)
-
-    def choose(self, store: Store, sid: int, sub: Subscriber) -> Choice:
-        """This subscriber's picks now: matching candidates, less what the ledger says they had."""
-        mask = self.selector.candidates(sub)
-        if not mask:
-            return Choice(skipped="no matching papers")
-        for paper_id in store.already_sent(sid, [p.id for p in self.index.papers_in(mask)]):
-            mask &= ~(1 << self.index.position[paper_id])
-        return self.selector.choose(sub, mask)
-
-    def message_id(self, edition: Edition) -> str:
-        return f"{edition.key}@{self.domain}"
-
-    def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
-        rendered = self.renderer.render(edition)
-        data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
-                             message_id=self.message_id(edition), date=edition.created)
-        return rendered, data
-
-
-def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,
-                progress: Progress[Any] = no_progress) -> RunReport:
-    """Build and hand over one edition per subscriber with enough unsent matches; one failure never
-    stops the others."""
-    report = RunReport(IngestReport())
-    builder = Builder.for_store(config, store, now)
-    total = store.counts()["subscribers"]
-    for sid, sub in progress(store.active_subscribers(), total, "delivering"):
-        try:
-            choice = builder.choose(store, sid, sub)
-            if choice.skipped:
-                report.skipped.append({"email": sub.email, "reason": choice.skipped})
-                log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
-                        sub.email, choice.skipped)
-                continue
-            ed = edition(sub, sid, choice.picks, now)
-            _, data = builder.build(ed)
-            envelope = message.Envelope(builder.sender[1], (sub.email,))
-            transport.send(data, envelope, ed.key)
-            # The ledger is written only after the transport has the message.
-            store.record_delivery(sid, [p.paper.id for p in ed.picks], builder.message_id(ed), now)
-            report.sent.append({"email": sub.email, "papers": len(ed.picks), "matched": choice.matched,
-                                "message_id": builder.message_id(ed)})
-            log.info("sent %d papers to %s", len(ed.picks), sub.email)
-        except DigestmailError as exc:
-            report.failed.append({"email": sub.email, "error": str(exc)})
-            log.error("could not deliver to %s: %s", sub.email, exc)
-    return report
-
+# -- the cycle ----------------------------------------------------------------------------
 
 def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress) -> RunReport:
     """The main job: ingest every source, then deliver."""
@@ -314,11 +266,11 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
                 if h["stale"]:
                     log.warning("source %s is stale: nothing arrived for %s (expected every %s)", name,
                                 h["silent_for"] or "ever", h["expect_every"])
-            report = deliver_all(store, config, transport, now, progress)
+            delivery = deliver_all(store, config, transport, now, progress)
         finally:
             transport.close()
-        report.ingest, report.sources = ingested, health
-    return report
+        return RunReport(ingested, delivery, transport.name, health, store.outbox_counts(),
+                         len(store.suppressions()))
 
 
 def explain(config: Config, email: str, now: dt.datetime) -> tuple[Subscriber, Choice, Builder]:

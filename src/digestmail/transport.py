@@ -111,19 +111,38 @@ class SmtpTransport:
                 if attempt == 2:
                     raise
                 continue
-            except aiosmtplib.SMTPResponseException:
-                await self._client.rset()  # leave the connection clean for the next message
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+                await self._reset()  # leave the connection clean for the next message
                 raise
             if refused:
-                raise DeliveryError(f"recipients refused: {refused}", where=self.settings.host)
+                (addr, response), *_ = refused.items()
+                raise DeliveryError(f"{addr} refused: {response.code} {response.message}",
+                                    where=self.settings.host, code=response.code,
+                                    permanent=response.code >= 500)
             return
+
+    async def _reset(self) -> None:
+        """RSET after a refusal; a server that hung up (421) is dropped and reconnected next time."""
+        try:
+            if self._client is not None and self._client.is_connected:
+                await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            if self._client is not None:
+                self._client.close()
+            self._client = None
 
     def send(self, data: bytes, envelope: Envelope, key: str) -> None:
         try:
             self._runner.run(self._send(data, envelope))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0] if exc.recipients else None
+            code = getattr(first, "code", 550)
+            raise DeliveryError(f"recipient refused: {first}", where=f"{self.settings.host}:{self.settings.port}",
+                                code=code, permanent=code >= 500) from None
         except aiosmtplib.SMTPResponseException as exc:
             raise DeliveryError(f"the server answered {exc.code} {exc.message}",
-                                where=f"{self.settings.host}:{self.settings.port}") from None
+                                where=f"{self.settings.host}:{self.settings.port}", code=exc.code,
+                                permanent=exc.code >= 500) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             self._client = None
             raise DeliveryError(f"SMTP failed: {exc}", where=f"{self.settings.host}:{self.settings.port}",

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .migrations import MIGRATIONS
+from .outbox import OutboxMixin, OutboxRow
 from .papers import IngestResult, PapersMixin, _Candidates
 
-__all__ = ["MIGRATIONS", "IngestResult", "Store", "_Candidates"]
+__all__ = ["MIGRATIONS", "IngestResult", "OutboxRow", "Store", "_Candidates"]
 
 
 def _iso(moment: dt.datetime | dt.date) -> str:
     return moment.isoformat()
 
 
-class Store(PapersMixin):
+class Store(PapersMixin, OutboxMixin):
     """One connection to the SQLite file; every write is one transaction."""
 
     def __init__(self, path: Path) -> None:

@@ -127,3 +127,35 @@ CREATE TABLE source_cursor (
     last_uid INTEGER NOT NULL
 );
 """))
+# The outbox: one row per (subscriber, edition), queued -> sending -> sent | deferred | failed. The
+# papers of an edition enter the ledger in the transaction that marks it sent. Suppressed addresses
+# (a permanent bounce, an unsubscribe) are skipped at send time, whatever the config says.
+migration(("0010_outbox", """
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    edition_key TEXT NOT NULL UNIQUE,
+    subscriber_id INTEGER NOT NULL REFERENCES subscribers(id),
+    message_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'deferred', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt TEXT,
+    updated_at TEXT NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX outbox_due ON outbox(state, next_attempt);
+CREATE INDEX outbox_subscriber ON outbox(subscriber_id, state);
+CREATE TABLE outbox_papers (
+    outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+    paper_id INTEGER NOT NULL REFERENCES papers(id),
+    position INTEGER NOT NULL,
+    PRIMARY KEY (outbox_id, paper_id)
+);
+CREATE INDEX outbox_papers_paper ON outbox_papers(paper_id);
+CREATE TABLE suppressions (
+    email TEXT PRIMARY KEY COLLATE NOCASE,
+    reason TEXT NOT NULL,
+    detail TEXT,
+    at TEXT NOT NULL
+);
+"""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -224,6 +224,18 @@ class PapersMixin:
                 out[pid].append(date)
         return out
 
+    def papers_by_ids(self, paper_ids: Sequence[int]) -> list[Paper]:
+        """These papers, in this order (an id that no longer exists is left out)."""
+        ids = list(paper_ids)
+        found: dict[int, Paper] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for r in self.db.execute(f"SELECT {_PAPER_COLUMNS} {_PAPERS_FROM} WHERE p.id IN "
+                                     f"({','.join('?' * len(chunk))}) GROUP BY p.id", chunk):
+                paper = _paper(r)
+                found[paper.id] = paper
+        return [found[i] for i in ids if i in found]
+
     def earliest_window(self, now: dt.datetime) -> dt.datetime:
         """The oldest "papers since" any active subscriber has: joined_at less backfill_days."""
         earliest = now
@@ -286,18 +298,16 @@ class PapersMixin:
             yield from map(self._subscriber, rows)
             last = rows[-1][0]
 
+    def subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        """An active subscriber by row id (None once they left the config)."""
+        row = self.db.execute(self._SUBSCRIBER + "AND id = ?", (subscriber_id,)).fetchone()
+        return self._subscriber(row)[1] if row else None
+
     def find_subscriber(self, email: str) -> tuple[int, Subscriber] | None:
         row = self.db.execute(self._SUBSCRIBER + "AND email = ?", (email,)).fetchone()
         return self._subscriber(row) if row else None
 
     # -- the ledger --------------------------------------------------------------------------
-
-    def record_delivery(self, subscriber_id: int, paper_ids: Iterable[int], message_id: str,
-                        sent_at: dt.datetime) -> None:
-        """Write the ledger rows of one handed-over message, all or nothing."""
-        with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)",
-                           [(subscriber_id, p, message_id, _iso(sent_at)) for p in paper_ids])
 
     # -- source health -----------------------------------------------------------------------
 

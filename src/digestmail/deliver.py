@@ -1,0 +1,160 @@
+"""Delivery through the outbox: queue each edition, hand it over, record the outcome (never lose, never double).
+
+For each subscriber with enough new papers, an edition is queued in the outbox (its key makes a
+re-run of the same cycle a no-op), marked `sending`, handed to the transport, and on the server's
+acceptance marked `sent` together with its ledger rows. A temporary failure defers it with
+exponential backoff and jitter; a permanent one fails it and suppresses the address. Deferred and
+crash-interrupted editions are rebuilt from their stored papers and moment, so a retry sends the
+same Message-ID and Date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config, Retry
+from .editions import Builder
+from .errors import DeliveryError, DigestmailError
+from .message import Envelope
+from .models import Edition, Pick, Subscriber
+from .select import edition_key
+from .store import OutboxRow, Store
+from .transport import Transport
+
+log = logging.getLogger("digestmail")
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # no email, and why
+    recovered: int = 0  # editions a crash had left in `sending`
+
+
+def next_attempt(attempts: int, retry: Retry, now: dt.datetime, rng: random.Random) -> dt.datetime:
+    """base * 2^(attempts-1), capped at max, times a jitter in [0.8, 1.2) so retries do not bunch up."""
+    delay = min(retry.base * (2 ** max(attempts - 1, 0)), retry.max)
+    return now + delay * (0.8 + 0.4 * rng.random())
+
+
+class Deliverer:
+    """Sends editions through one transport and records every outcome in the store."""
+
+    def __init__(self, store: Store, config: Config, builder: Builder, transport: Transport,
+                 now: dt.datetime, rng: random.Random | None = None) -> None:
+        self.store, self.config, self.builder, self.transport, self.now = store, config, builder, transport, now
+        self.rng = rng or random.Random()
+        self.report = DeliveryReport()
+
+    def send(self, oid: int, edition: Edition, attempts: int, matched: int | None = None) -> None:
+        """Hand one queued edition over and record what happened."""
+        sub = edition.subscriber
+        self.store.mark_sending(oid, self.now)
+        try:
+            _, data = self.builder.build(edition)
+            self.transport.send(data, Envelope(self.builder.sender[1], (sub.email,)), edition.key)
+        except DeliveryError as exc:
+            self._failed(oid, edition, attempts + 1, exc)
+            return
+        except DigestmailError as exc:  # e.g. a value that cannot go into a header: retrying cannot help
+            self.store.mark_failed(oid, self.now, str(exc))
+            self.report.failed.append({"email": sub.email, "error": str(exc)})
+            log.error("could not build the email for %s: %s", sub.email, exc)
+            return
+        self.store.mark_sent(oid, self.now)
+        self.report.sent.append({"email": sub.email, "papers": len(edition.picks),
+                                 "matched": matched if matched is not None else len(edition.picks),
+                                 "retry": attempts > 0, "message_id": self.builder.message_id(edition)})
+        log.info("sent %d papers to %s", len(edition.picks), sub.email)
+
+    def _failed(self, oid: int, edition: Edition, attempts: int, exc: DeliveryError) -> None:
+        email = edition.subscriber.email
+        too_old = self.now - edition.created >= self.config.retry.give_up_after
+        if exc.permanent or too_old:
+            reason = str(exc) if exc.permanent else f"gave up after {attempts} attempts: {exc}"
+            self.store.mark_failed(oid, self.now, reason)
+            if exc.permanent:
+                self.store.suppress(email, "refused", str(exc), self.now)
+            self.report.failed.append({"email": email, "error": reason})
+            log.error("delivery to %s failed for good: %s", email, reason)
+            return
+        until = next_attempt(attempts, self.config.retry, self.now, self.rng)
+        self.store.mark_deferred(oid, self.now, until, str(exc))
+        self.report.deferred.append({"email": email, "error": str(exc), "until": until.isoformat()})
+        log.warning("delivery to %s deferred until %s: %s", email, until.isoformat(timespec="seconds"), exc)
+
+    def retry_due(self) -> None:
+        """Send what is queued or due again: editions deferred earlier, or interrupted by a crash."""
+        for row in self.store.due(self.now):
+            try:
+                edition = self._rebuild(row)
+            except DigestmailError as exc:
+                self.store.mark_failed(row.id, self.now, str(exc))
+                continue
+            if edition is None:
+                continue
+            self.send(row.id, edition, row.attempts)
+
+    def _rebuild(self, row: OutboxRow) -> Edition | None:
+        found = self.store.subscriber_by_id(row.subscriber_id)
+        if found is None or (reason := self.store.suppression(found.email)):
+            why = f"suppressed ({reason})" if found is not None else "no longer a subscriber"
+            self.store.mark_failed(row.id, self.now, why)
+            self.report.skipped.append({"email": found.email if found else "?", "reason": why})
+            return None
+        picks = self.builder.picks_for(found, self.store.papers_by_ids(row.paper_ids))
+        return Edition(subscriber=found, subscriber_id=row.subscriber_id, picks=picks, created=row.created_at,
+                       key=row.edition_key)
+
+    def new_edition(self, sid: int, sub: Subscriber, moment: dt.datetime) -> None:
+        """Choose, queue and send this subscriber's edition for `moment`, unless it exists already."""
+        key = edition_key(sub.email, moment)
+        if self.store.has_edition(key):
+            return  # this cycle ran already for this subscriber
+        reason = self.store.suppression(sub.email)
+        if reason:
+            self.report.skipped.append({"email": sub.email, "reason": f"suppressed ({reason})"})
+            return
+        choice = self.builder.choose(self.store, sid, sub)
+        if choice.skipped:
+            self.report.skipped.append({"email": sub.email, "reason": choice.skipped})
+            log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
+                    sub.email, choice.skipped)
+            return
+        edition = Edition(subscriber=sub, subscriber_id=sid, picks=choice.picks, created=moment, key=key)
+        oid = self.store.queue_edition(key, sid, self.builder.message_id(edition), moment,
+                                       [p.paper.id for p in choice.picks])
+        if oid is not None:
+            self.send(oid, edition, 0, choice.matched)
+
+
+def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,
+                progress: Callable[..., Any] | None = None) -> DeliveryReport:
+    """Recover what a crash interrupted, retry what is due, then one new edition per subscriber."""
+    builder = Builder.for_store(config, store, now)
+    deliverer = Deliverer(store, config, builder, transport, now)
+    deliverer.report.recovered = store.recover_sending(now)
+    if deliverer.report.recovered:
+        log.warning("%d editions were interrupted while sending; sending them again",
+                    deliverer.report.recovered)
+    deliverer.retry_due()
+    subscribers = store.active_subscribers()
+    if progress is not None:
+        subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
+    for sid, sub in subscribers:
+        try:
+            deliverer.new_edition(sid, sub, now)
+        except DigestmailError as exc:  # one subscriber's trouble never stops the others
+            deliverer.report.failed.append({"email": sub.email, "error": str(exc)})
+            log.error("could not deliver to %s: %s", sub.email, exc)
+    return deliverer.report
+
+
+__all__ = ["DeliveryReport", "Deliverer", "Pick", "deliver_all", "next_attempt"]

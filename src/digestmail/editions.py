@@ -1,0 +1,81 @@
+"""Editions for one run (no I/O but the ledger lookup): select, render and build each subscriber's email.
+
+The index of candidate papers and the compiled templates are built once per run; each subscriber
+then costs a few bitmask operations, one template render and one message build.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from . import message, tokens
+from .config import Config, parse_address
+from .index import PaperIndex
+from .models import Edition, Paper, Pick, RenderedEmail, Subscriber
+from .render import Renderer
+from .select import Choice, Selector
+from .store import Store
+
+
+class Builder:
+    """Selects, renders and builds messages for one run (no I/O): the index and templates are built
+    once, then each subscriber costs a few bitmask operations and one template render."""
+
+    def __init__(self, config: Config, papers: list[Paper], now: dt.datetime) -> None:
+        self.config = config
+        self.now = now
+        self.sender = parse_address(config.sender)
+        self.domain = self.sender[1].rpartition("@")[2]
+        self.renderer = Renderer(title="Trending Papers",
+                                 sender_line=f"Sent by {self.sender[0] or self.sender[1]} · digestmail")
+        self.index = PaperIndex(papers, now.date())
+        self.signer = None
+        if config.dkim is not None:  # the key is parsed once per run, not once per message
+            from .dkim import DkimSigner
+            self.signer = DkimSigner(config.dkim.domain, config.dkim.selector, config.dkim.key())
+        self.selector = Selector(config.topics, self.index, now)
+
+    @classmethod
+    def for_store(cls, config: Config, store: Store, now: dt.datetime) -> Builder:
+        """A builder over every paper some active subscriber may still get (the widest window)."""
+        return cls(config, store.candidate_papers(store.earliest_window(now)), now)
+
+    def choose(self, store: Store, sid: int, sub: Subscriber) -> Choice:
+        """This subscriber's picks now: matching candidates, less what the ledger says they had."""
+        mask = self.selector.candidates(sub)
+        if not mask:
+            return Choice(skipped="no matching papers")
+        # Sent, or already in an edition on its way (queued, deferred): never picked twice.
+        taken = store.already_sent(sid, [p.id for p in self.index.papers_in(mask)]) | store.pending_papers(sid)
+        for paper_id in taken:
+            if paper_id in self.index.position:
+                mask &= ~(1 << self.index.position[paper_id])
+        return self.selector.choose(sub, mask)
+
+    def picks_for(self, sub: Subscriber, papers: Sequence[Paper]) -> tuple[Pick, ...]:
+        """The picks of a stored edition, explained again (a retry renders the same papers, in order)."""
+        selector = Selector(self.config.topics, PaperIndex(papers, self.now.date()), self.now)
+        return tuple(Pick(p, selector.explain(sub, p)) for p in papers)
+
+    def list_headers(self, sub: Subscriber) -> message.ListHeaders:
+        """List-Id always; List-Unsubscribe (one-click) when [web] is configured."""
+        uris: list[str] = []
+        web = self.config.web
+        if web is not None:
+            uris.append(tokens.unsubscribe_url(web.base_url, web.secret(), sub.email))
+            if web.unsubscribe_mailto:
+                uris.append(f"mailto:{web.unsubscribe_mailto}?subject=unsubscribe")
+        return message.ListHeaders(self.renderer.title, f"digest.{self.domain}", tuple(uris))
+
+    def message_id(self, edition: Edition) -> str:
+        return f"{edition.key}@{self.domain}"
+
+    def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
+        rendered = self.renderer.render(edition)
+        data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
+                             message_id=self.message_id(edition), date=edition.created,
+                             list_headers=self.list_headers(edition.subscriber))
+        if self.signer is not None:
+            data = self.signer.sign(data, edition.created)  # these exact bytes are sent
+        return rendered, data

@@ -1,0 +1,145 @@
+"""The outbox and suppressions: every edition's state, so a crash or a refusal never loses or doubles mail.
+
+    queued --> sending --> sent                (the ledger rows are written in the same transaction)
+                  |------> deferred --> (due) --> sending ...   (4xx, timeouts, dropped connections)
+                  '------> failed               (5xx, or deferred for longer than max_retry_age)
+
+A row left in `sending` by a crash is queued again at the next start: the message may have reached
+the server before the crash, so that is at most one duplicate per crash, and never a loss.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+PENDING = ("queued", "sending", "deferred")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    edition_key: str
+    subscriber_id: int
+    message_id: str
+    created_at: dt.datetime
+    state: str
+    attempts: int
+    paper_ids: tuple[int, ...]
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat()
+
+
+class OutboxMixin:
+    """Store methods for delivery; `db` and `transaction()` come from Store."""
+
+    db: sqlite3.Connection
+    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+
+    def has_edition(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox WHERE edition_key = ?", (key,)).fetchone() is not None
+
+    def queue_edition(self, key: str, subscriber_id: int, message_id: str, created: dt.datetime,
+                      paper_ids: Iterable[int]) -> int | None:
+        """Queue one edition with its papers; None when that edition key exists already (a re-run)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO outbox (edition_key, subscriber_id, message_id, created_at, state, "
+                "updated_at) VALUES (?, ?, ?, ?, 'queued', ?)",
+                (key, subscriber_id, message_id, _iso(created), _iso(created)))
+            if not cur.rowcount:
+                return None
+            oid = cur.lastrowid
+            db.executemany("INSERT INTO outbox_papers VALUES (?, ?, ?)",
+                           [(oid, p, i) for i, p in enumerate(paper_ids)])
+        return oid
+
+    def _set(self, db: sqlite3.Connection, oid: int, state: str, now: dt.datetime, **extra: object) -> None:
+        cols = "".join(f", {k} = ?" for k in extra)
+        db.execute(f"UPDATE outbox SET state = ?, updated_at = ?{cols} WHERE id = ?",
+                   (state, _iso(now), *extra.values(), oid))
+
+    def mark_sending(self, oid: int, now: dt.datetime) -> None:
+        with self.transaction() as db:
+            self._set(db, oid, "sending", now)
+            db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (oid,))
+
+    def mark_sent(self, oid: int, now: dt.datetime) -> None:
+        """The server said 250: the edition is sent and its papers enter the ledger, together."""
+        with self.transaction() as db:
+            self._set(db, oid, "sent", now, next_attempt=None, last_error=None)
+            db.execute("INSERT OR IGNORE INTO deliveries SELECT o.subscriber_id, op.paper_id, o.message_id, ? "
+                       "FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id WHERE o.id = ?",
+                       (_iso(now), oid))
+
+    def mark_deferred(self, oid: int, now: dt.datetime, until: dt.datetime, error: str) -> None:
+        with self.transaction() as db:
+            self._set(db, oid, "deferred", now, next_attempt=_iso(until), last_error=error)
+
+    def mark_failed(self, oid: int, now: dt.datetime, error: str) -> None:
+        with self.transaction() as db:
+            self._set(db, oid, "failed", now, next_attempt=None, last_error=error)
+
+    def recover_sending(self, now: dt.datetime) -> int:
+        """Queue again what a crash left in `sending`; returns how many."""
+        with self.transaction() as db:
+            return db.execute("UPDATE outbox SET state = 'queued', updated_at = ?, last_error = "
+                              "'interrupted while sending; retried' WHERE state = 'sending'",
+                              (_iso(now),)).rowcount
+
+    def due(self, now: dt.datetime) -> list[OutboxRow]:
+        """Queued editions, and deferred ones whose time has come, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, edition_key, subscriber_id, message_id, created_at, state, attempts FROM outbox "
+            "WHERE state = 'queued' OR (state = 'deferred' AND next_attempt <= ?) ORDER BY id",
+            (_iso(now),)).fetchall()
+        out = []
+        for r in rows:
+            papers = tuple(p for (p,) in self.db.execute(
+                "SELECT paper_id FROM outbox_papers WHERE outbox_id = ? ORDER BY position", (r[0],)))
+            out.append(OutboxRow(r[0], r[1], r[2], r[3], dt.datetime.fromisoformat(r[4]), r[5], r[6], papers))
+        return out
+
+    def pending_papers(self, subscriber_id: int) -> set[int]:
+        """Papers already in an edition on its way to this subscriber (never picked twice)."""
+        return {p for (p,) in self.db.execute(
+            "SELECT op.paper_id FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id "
+            f"WHERE o.subscriber_id = ? AND o.state IN ({','.join('?' * len(PENDING))})",
+            (subscriber_id, *PENDING))}
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("queued", "sending", "sent", "deferred", "failed"), 0)
+        counts.update(dict(self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()))
+        return counts
+
+    def failures(self, limit: int = 50) -> list[dict[str, str]]:
+        """The latest failed editions with their addresses and errors, for the report and status."""
+        return [{"email": e, "error": err, "at": at} for e, err, at in self.db.execute(
+            "SELECT s.email, o.last_error, o.updated_at FROM outbox o JOIN subscribers s ON s.id = o.subscriber_id "
+            "WHERE o.state = 'failed' ORDER BY o.updated_at DESC LIMIT ?", (limit,))]
+
+    # -- suppressions --------------------------------------------------------------------------
+
+    def suppress(self, email: str, reason: str, detail: str, now: dt.datetime) -> None:
+        """Never send to this address again (a 5xx refusal, an unsubscribe), whatever the config says."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO suppressions VALUES (?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
+                       "reason = excluded.reason, detail = excluded.detail, at = excluded.at",
+                       (email, reason, detail, _iso(now)))
+
+    def unsuppress(self, email: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM suppressions WHERE email = ?", (email,)).rowcount > 0
+
+    def suppression(self, email: str) -> str | None:
+        row = self.db.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
+        return row[0] if row else None
+
+    def suppressions(self) -> list[dict[str, str]]:
+        return [{"email": e, "reason": r, "detail": d or "", "at": a} for e, r, d, a in
+                self.db.execute("SELECT email, reason, detail, at FROM suppressions ORDER BY at")]
