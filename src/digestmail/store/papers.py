@@ -156,7 +156,8 @@ class PapersMixin:
             "INSERT INTO papers (key, title, abstract, first_seen, arxiv_id, title_norm, title_compact, "
             "title_head, title_tail, title_folded, authors, categories, keywords, github, project_page, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (identity.paper_key(entry.title, entry.arxiv_id), entry.title, entry.abstract, _iso(now),
+            (f"arxiv:{entry.arxiv_id}" if entry.arxiv_id else f"title:{keys.normal}", entry.title, entry.abstract,
+             _iso(now),
              entry.arxiv_id, keys.normal, keys.compact, keys.head, keys.tail, keys.folded,
              _json_list(entry.authors), _json_list(entry.categories), _json_list(entry.keywords), entry.github,
              entry.project_page, _iso(now))).lastrowid
