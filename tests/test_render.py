@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import itertools
@@ -165,27 +166,33 @@ def test_compiled_template_keeps_the_jinja_tags(renderer):
     out = renderer.render(edition([paper("Adam one", "a"), paper("Adam two", "b")]))
     shown = collapse(visible(out.html))
     assert shown.count("Adam one") == 2 and shown.count("Adam two") == 2  # preheader + card
-    assert out.html.count("https://arxiv.org/search/?query=Adam+one&amp;searchtype=title") == 1
+    # One card: its title and its "Paper" link.
+    assert out.html.count("https://arxiv.org/search/?query=Adam+one&amp;searchtype=title") == 2
     assert "{%" not in out.html and "{{" not in out.html
 
 
 # -- highlighting ---------------------------------------------------------------------------------
 
+def hit(tag: str, word: str) -> str:
+    """A highlighted word: its own element with a background colour (attributes in any order)."""
+    return rf'<{tag} [^>]*style="[^"]*background-color[^"]*"[^>]*>{word}</{tag}>'
+
+
 def test_matched_words_are_highlighted(renderer):
     out = renderer.render(edition([paper("Warmup-Free Adam: Stable Training",
                                          "We study why the optimizer needs warmup; adam again.")]))
-    assert re.search(r'<span style="[^"]*background-color[^"]*">Adam</span>', out.html)
-    assert re.search(r'<strong style="[^"]*">optimizer</strong>', out.html)
-    assert re.search(r'<strong style="[^"]*">adam</strong>', out.html)
+    assert re.search(hit("span", "Adam"), out.html)
+    assert re.search(hit("strong", "optimizer"), out.html)
+    assert re.search(hit("strong", "adam"), out.html)
     assert not re.search(r"<(span|strong)[^>]*>(Warmup|Stable|study|warmup)", out.html)
-    assert "topic optimizers: Adam, optimizer" in visible(out.html)
+    assert re.search(r'<span class="dm-topic"[^>]*>optimizers</span>', out.html)  # the topic's chip
     assert "topic optimizers: Adam, optimizer" in out.text
 
 
 def test_highlight_uses_the_paper_spelling_and_plural(renderer):
     out = renderer.render(edition([paper("Optimizers compared", "Two ADAM variants")]))
-    assert re.search(r'<span style="[^"]*">Optimizers</span>', out.html)
-    assert re.search(r'<strong style="[^"]*">ADAM</strong>', out.html)
+    assert re.search(hit("span", "Optimizers"), out.html)
+    assert re.search(hit("strong", "ADAM"), out.html)
 
 
 def test_hits_past_the_trimmed_abstract_are_dropped(renderer):
@@ -324,3 +331,285 @@ def test_text_keeps_urls_in_abstracts_whole(renderer):
     out = renderer.render(edition([paper("Warmup-Free Adam",
                                          f"We study the optimizer. Code and weights are at {url} for everyone.")]))
     assert any(url in line for line in out.text.splitlines())
+
+
+# -- the card: links, authors, chips ------------------------------------------------------------
+
+def rich(title: str = "Warmup-Free Adam", abstract: str = "We study the Adam optimizer.", **kw) -> Paper:
+    pid = next(_ids)
+    return Paper(id=pid, key=f"key-{pid}", title=title, abstract=abstract, first_seen=NOW, **kw)
+
+
+def hrefs(markup: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r'href="([^"]*)"', markup)]
+
+
+def test_arxiv_papers_link_to_the_abstract_page_and_the_pdf(renderer):
+    out = renderer.render(edition([rich(arxiv_id="2411.01234")]))
+    assert "https://arxiv.org/abs/2411.01234" in hrefs(out.html) and "https://arxiv.org/pdf/2411.01234" in hrefs(out.html)
+    assert not any("arxiv.org/search" in h for h in hrefs(out.html))
+    assert "   Paper: https://arxiv.org/abs/2411.01234\n   PDF: https://arxiv.org/pdf/2411.01234" in out.text
+
+
+def test_code_and_project_links_from_the_digest_and_the_abstract(renderer):
+    abstract = ("We study the Adam optimizer. Code: https://github.com/org/repo. Weights at "
+                "(https://huggingface.co/org/model), docs https://example.org/docs, page https://org.github.io/p/.")
+    p = rich(abstract=abstract, arxiv_id="2411.01234", github="https://github.com/org/repo/",
+             project_page="https://project.example.org")
+    out = renderer.render(edition([p]))
+    links = render.paper_links(p, [u for _, _, u in render.find_urls(abstract)])
+    assert [(l.label, l.url) for l in links] == [
+        ("Paper", "https://arxiv.org/abs/2411.01234"), ("PDF", "https://arxiv.org/pdf/2411.01234"),
+        ("Code", "https://github.com/org/repo/"), ("Code 2", "https://huggingface.co/org/model"),
+        ("Project page", "https://project.example.org")]
+    for url in ("https://github.com/org/repo", "https://huggingface.co/org/model", "https://example.org/docs"):
+        assert url in hrefs(out.html)  # every http(s) URL in the abstract is a link, without its punctuation
+    assert "   Code 2: https://huggingface.co/org/model\n   Project page: https://project.example.org" in out.text
+    no_page = rich(abstract=abstract)
+    assert render.paper_links(no_page, [u for _, _, u in render.find_urls(abstract)])[-1] == \
+        render.Link("Project page", "https://org.github.io/p/")
+
+
+@pytest.mark.parametrize("bad", ["javascript:alert(1)", "JaVaScRiPt:alert(1)", "data:text/html,<b>x</b>",
+                                 "vbscript:msgbox", "ftp://example.org/x", "//evil.example.org/x"])
+def test_only_http_urls_become_links(renderer, bad):
+    p = rich(abstract=f"We study the Adam optimizer: {bad} and more.", github=bad, project_page=bad)
+    out = renderer.render(edition([p]))
+    assert all(h.startswith(("https://", "http://", "mailto:")) for h in hrefs(out.html)), hrefs(out.html)
+    assert collapse(f"{bad} and more.") in collapse(visible(out.html))
+    assert f"Code: {bad}" not in out.text and f"Project page: {bad}" not in out.text
+
+
+def test_long_author_lists_are_shortened_keeping_matched_authors():
+    authors = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra", "Barbara Liskov", "Geoffrey Hinton")
+    joined = ", ".join(authors)
+    assert render.short_authors(authors, [])[0] == "Ada Lovelace, Grace Hopper, Alan Turing et al."
+    assert render.short_authors(authors[:4], [])[0] == ", ".join(authors[:4])
+    start = joined.index("Hinton")
+    text, parts = render.short_authors(authors, [(start, start + 6)])
+    assert text == "Ada Lovelace, Grace Hopper, Alan Turing, …, Geoffrey Hinton"
+    assert [p.text for p in parts if p.hit] == ["Hinton"]
+    start = joined.index("Dijkstra")
+    assert render.short_authors(authors, [(start, start + 8)])[0] == \
+        "Ada Lovelace, Grace Hopper, Alan Turing, Edsger Dijkstra et al."
+    assert render.short_authors((), []) == ("", [])
+
+
+def test_author_rules_highlight_the_author(renderer):
+    authors = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra", "Barbara Liskov", "Geoffrey Hinton")
+    sub = Subscriber(email="h@example.org", query="author:hinton")
+    out = renderer.render(edition([rich(title="Capsules", abstract="Routing.", authors=authors)], sub))
+    assert re.search(hit("span", "Hinton"), out.html)
+    assert "Ada Lovelace, Grace Hopper, Alan Turing, …, Geoffrey Hinton" in collapse(visible(out.html))
+    assert "   Ada Lovelace, Grace Hopper, Alan Turing, …, Geoffrey Hinton\n" in out.text
+
+
+def test_chips_name_the_topics_your_query_trending_and_upvotes(renderer):
+    sub = Subscriber(email="g@example.org", topics=("optimizers",), query="warmup")
+    out = renderer.render(edition([rich(abstract="Adam without warmup.", digest_count=3, upvotes=42)], sub))
+    chips = re.findall(r'<span class="dm-(topic|query|trending|upvotes)"[^>]*>(?:<span aria-hidden="true">[^<]*</span>)?'
+                       r'([^<]*)</span>', out.html)
+    assert chips == [("topic", "optimizers"), ("query", "your query"), ("trending", "trending · in 3 digests"),
+                     ("upvotes", "42 upvotes")]
+    assert "topic optimizers: Adam · your query: Warmup · trending in 3 digests · 42 upvotes" in collapse(out.text)
+    assert "\n     42 upvotes\n" in out.text  # wrapped between the items, never inside one
+
+
+def test_abstract_chars_and_the_footer_links_are_configurable():
+    r = render.Renderer(title="Lab Papers", abstract_chars=120, unsubscribe_url="https://x.example.org/u?e={email}",
+                        manage_url="mailto:papers@example.org?subject=topics")
+    long_abstract = "We study the Adam optimizer in depth. " * 20
+    out = r.render(edition([paper("Adam", long_abstract)], Subscriber(email="a+b@example.org", topics=("optimizers",))))
+    shown = collapse(visible(out.html))
+    assert "Lab Papers" in shown and "We study the Adam optimizer in depth. We study the Adam optimizer" in shown
+    assert len(max(re.findall(r"We study[^…]*…", shown), key=len)) <= 121
+    assert "https://x.example.org/u?e=a%2Bb@example.org" in hrefs(out.html)
+    assert "mailto:papers@example.org?subject=topics" in hrefs(out.html)
+    assert "Unsubscribe: https://x.example.org/u?e=a%2Bb@example.org" in out.text
+    given = r.render(edition([paper("Adam", "x")]), unsubscribe_url="https://real.example.org/u/TOKEN")
+    assert "https://real.example.org/u/TOKEN" in hrefs(given.html) and "x.example.org" not in given.html
+
+
+def test_the_footer_says_why_in_words(renderer):
+    both = Subscriber(email="g@example.org", topics=("optimizers", "federated", "diffusion"), query='"one step"')
+    out = renderer.render(edition([paper("Adam", "x")], both))
+    assert ('You get this email because you follow the topics “optimizers”, “federated” and “diffusion”, and '
+            'your own query ("one step").') in collapse(visible(out.html))
+    only = renderer.render(edition([paper("Adam", "x")], ADA))
+    assert "you follow the topic “optimizers”." in collapse(only.text)
+
+
+# -- size: Gmail clips beyond 102 KB --------------------------------------------------------------
+
+GMAIL_CLIP = 102 * 1024
+
+
+def long_paper(i: int) -> Paper:
+    words = " ".join(f"word{j}" for j in range(150))
+    return rich(title=f"Adam variant number {i} with a long and descriptive title about optimizers",
+                abstract=f"We study the Adam optimizer, variant {i}. {words} https://github.com/org/repo{i}",
+                authors=tuple(f"Author {i}-{k}" for k in range(8)), arxiv_id=f"2411.{i:05d}", upvotes=i,
+                digest_count=2)
+
+
+def test_sixty_papers_stay_under_gmail_clipping_with_an_overflow_list(renderer):
+    from digestmail import message
+
+    papers = [long_paper(i) for i in range(60)]
+    out = renderer.render(edition(papers))
+    assert len(out.html.encode()) < GMAIL_CLIP
+    assert len(message.qp(out.html)) < GMAIL_CLIP  # even as sent, quoted-printable
+    shown = collapse(visible(out.html))
+    cards = out.html.count('<h2 class="dm-ink" dir="auto"')
+    assert 10 <= cards < 60
+    assert f"And {60 - cards} more papers" in shown
+    # Best first: the cards are the first papers, the list holds the rest, in order.
+    positions = [shown.index(f"Adam variant number {i} with") for i in range(60)]
+    assert positions == sorted(positions)
+    assert "…" in shown and "word140" not in shown  # abstracts were cut before papers were moved
+    assert out.subject.startswith("60 new papers for you")
+    assert "And" in out.text and f"\n{cards + 1}. Adam variant number {cards} with" in out.text
+    assert len(re.findall(r"^\d+\. ", out.text, re.M)) == 60
+    assert long_lines(out.text) == []
+
+
+def test_three_papers_keep_their_full_abstracts(renderer):
+    papers = [long_paper(i) for i in range(3)]
+    out = renderer.render(edition(papers))
+    shown = html.unescape(re.sub(r"<[^>]*>", "", out.html))  # tags dropped, not spaced: runs stay joined
+    assert "more papers" not in shown and out.html.count('<h2 class="dm-ink" dir="auto"') == 3
+    for p in papers:
+        assert render.trim(p.abstract, render.ABSTRACT_CHARS) in shown
+
+
+def test_even_the_title_list_is_cut_when_it_cannot_fit():
+    tiny = render.Renderer(html_limit=20_000)
+    out = tiny.render(edition([long_paper(i) for i in range(60)]))
+    assert render.sent_size(out.html) <= 20_000
+    assert "And 59 more papers" in collapse(visible(out.html)) and "more not listed here" in out.html
+
+
+def test_sent_size_bounds_the_quoted_printable_size():
+    from digestmail import message
+
+    for text in ("plain <a href=\"x\">ascii</a>\n" * 500, "中文标题 日本語 = é" * 800, "🎉=" * 3000):
+        assert len(message.qp(text)) <= render.sent_size(text) <= 1.3 * len(message.qp(text)) + 100
+
+
+# -- templates an admin overrides ---------------------------------------------------------------
+
+def test_an_override_folder_replaces_only_the_templates_it_has(tmp_path):
+    (tmp_path / "subject.txt.j2").write_text("{{ title }}: {{ count }} for {{ subscriber.email }}", encoding="utf-8")
+    r = render.Renderer(tmp_path, title="Lab")
+    out = r.render(edition([paper("Adam", "x")]))
+    assert out.subject == "Lab: 1 for ada@example.org"
+    assert "1. Adam" in out.text and "<mj-" not in out.html and "Adam" in visible(out.html)
+
+
+def test_a_broken_override_fails_at_start_naming_the_file(tmp_path):
+    from digestmail.errors import ConfigError
+
+    (tmp_path / "digest.txt.j2").write_text("{{ papers[0].no_such_variable }}", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        render.Renderer(tmp_path)
+    assert "no_such_variable" in str(err.value) and "digest.txt.j2" in str(err.value)
+    (tmp_path / "digest.txt.j2").unlink()
+    (tmp_path / "digest.mjml.j2").write_text("<mjml><mj-body><mj-section>", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        render.Renderer(tmp_path)
+    assert "digest.mjml.j2" in str(err.value)
+
+
+def test_every_template_variable_is_documented(renderer):
+    from .conftest import ROOT
+
+    doc = (ROOT / "docs" / "templates.md").read_text(encoding="utf-8")
+    p = rich(authors=("A",), arxiv_id="2411.00001", github="https://github.com/o/r")
+    ctx = renderer.context(edition([p]))
+    for key in ctx:
+        assert f"`{key}`" in doc, key
+    for key in ctx["subscriber"]:
+        assert f"`subscriber.{key}`" in doc, key
+    for key in vars(ctx["papers"][0]):
+        assert f"`paper.{key}`" in doc, key
+    for name, cls in (("part", render.Part), ("link", render.Link), ("chip", render.Chip)):
+        for f in dataclasses.fields(cls):
+            assert f"`{name}.{f.name}`" in doc, f"{name}.{f.name}"
+
+
+def test_the_preheader_is_hidden_but_not_low_contrast(renderer):
+    out = renderer.render(edition([paper("Adam first", "x"), paper("Adam second", "y")]))
+    body = out.html.partition("<body")[2]
+    m = re.search(r'<div style="display:none;[^"]*">([^<]*)</div>', body)
+    assert m and m.group(1) == "Adam first; Adam second"
+    assert "color:#ffffff" not in m.group(0)  # white on the grey page: SpamAssassin's HTML_FONT_LOW_CONTRAST
+
+
+def test_control_characters_never_reach_the_email(renderer):
+    title = "Adam \x1b[31mred\x1b[0m and \x00 nul \x7f del \x9b csi"
+    out = renderer.render(edition([paper(title, "The \x1b[2J optimizer \x07 rings.")]))
+    for part in (out.subject, out.html, out.text):
+        assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", part)
+    assert out.subject == "1 new paper for you: Adam [31mred [0m and nul del csi"
+    assert re.search(hit("span", "Adam"), out.html) and re.search(hit("strong", "optimizer"), out.html)
+
+
+# -- [render] in the config ---------------------------------------------------------------------
+
+RENDER_BASE = '[delivery]\nfrom = "Papers <papers@example.org>"\n'
+
+
+def load_render(tmp_path, table: str):
+    from digestmail.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(RENDER_BASE + "[render]\n" + table, encoding="utf-8")
+    return load_config(path)
+
+
+def test_render_settings_default_to_mailto_placeholders(tmp_path):
+    settings = load_render(tmp_path, "").render
+    assert settings.title == "Trending Papers" and settings.templates is None
+    assert settings.abstract_chars == render.ABSTRACT_CHARS
+    assert settings.unsubscribe_url == "mailto:papers@example.org?subject=unsubscribe"
+    assert settings.manage_url.startswith("mailto:papers@example.org?subject=")
+    (tmp_path / "mine").mkdir()
+    settings = load_render(tmp_path, 'templates = "mine"\nabstract_chars = 300\n'
+                                     'unsubscribe_url = "https://p.example.org/u?e={email}"\n').render
+    assert settings.templates == tmp_path / "mine" and settings.abstract_chars == 300
+    assert settings.unsubscribe_url == "https://p.example.org/u?e={email}"
+
+
+@pytest.mark.parametrize("table, key, words", [
+    ('templates = "nowhere"\n', "render.templates", "does not exist"),
+    ("abstract_chars = 20\n", "render.abstract_chars", "at least 100"),
+    ('abstract_chars = "long"\n', "render.abstract_chars", "must be an integer"),
+    ('unsubscribe_url = "javascript:alert(1)"\n', "render.unsubscribe_url", "not an https, http or mailto URL"),
+    ('manage_url = "https://x.example.org/a b"\n', "render.manage_url", "not an https, http or mailto URL"),
+    ('title = "Papers\\r\\nBcc: x@y.org"\n', "render.title", "control character"),
+    ('title = "  "\n', "render.title", "cannot be empty"),
+    ('titel = "x"\n', "render.titel", "did you mean render.title"),
+])
+def test_render_settings_errors_name_the_key(tmp_path, table, key, words):
+    from digestmail.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_render(tmp_path, table)
+    assert f"c.toml: {key}" in str(err.value) and words in str(err.value)
+
+
+def test_preview_uses_the_render_settings(tmp_path):
+    from .conftest import NOW, cli, trending, write_config
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "subject.txt.j2").write_text("[{{ title }}] {{ papers[0].title }}", encoding="utf-8")
+    config = write_config(tmp_path, '[render]\ntitle = "Lab Papers"\ntemplates = "mine"\nabstract_chars = 100\n'
+                                    '[topics]\nx = "robots"\n[[subscribers]]\nemail = "a@example.org"\ntopics = ["x"]\n')
+    (tmp_path / "inbox" / "d.txt").write_text(trending("Nov 20", [("Robots That Cook", "We cook with robots. " * 20)]))
+    assert cli("--config", config, "--now", NOW, "ingest").returncode == 0
+    result = cli("--config", config, "--now", NOW, "preview", "a@example.org", "--out", tmp_path / "pv")
+    assert result.returncode == 0, result.stderr
+    assert "subject: [Lab Papers] Robots That Cook" in result.stdout
+    page = (tmp_path / "pv" / "preview-a@example.org.html").read_text(encoding="utf-8")
+    assert "Lab Papers" in page and "mailto:papers@example.org?subject=unsubscribe" in page
+    assert len(max(re.findall(r"We cook[^<]*…", page), key=len)) <= 101

@@ -18,6 +18,7 @@ from .errors import ConfigError, DigestmailError, RuleError
 from .index import PaperIndex
 from .rules import compile_rule
 from .health import source_health
+from .schedule import Schedule, next_fire
 from .store import Store
 
 log = logging.getLogger("digestmail")
@@ -54,12 +55,14 @@ def _parse_now(value: str | None) -> dt.datetime:
               help="Config file [default: $DIGESTMAIL_CONFIG or ./digestmail.toml].")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, and tracebacks on errors.")
 @click.option("--now", metavar="ISO", help="Act as if the clock read this (tests, replays); default: now.")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True,
+              help="Log lines for people, or one JSON object per line for log collectors.")
 @click.version_option(__version__, prog_name="digestmail")
 @click.pass_context
-def cli(ctx: click.Context, config_option: str | None, verbose: bool, now: str | None) -> None:
+def cli(ctx: click.Context, config_option: str | None, verbose: bool, now: str | None, log_format: str) -> None:
     """Turn paper digests into one personalised email per subscriber, never a paper twice."""
     _state["verbose"] = verbose
-    progress.setup_logging(verbose)
+    progress.setup_logging(verbose, json_lines=log_format == "json")
     ctx.obj = Context(config_option, _parse_now(now))
 
 
@@ -135,9 +138,16 @@ def run(obj: Context, as_json: bool) -> int:
 @click.argument("email")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder to write the .html, .txt and .eml files to.")
+@click.option("--png", is_flag=True,
+              help="Also screenshot the HTML at 600 and 375 px wide, light and dark (needs chromium).")
 @click.pass_obj
-def preview(obj: Context, email: str, out_dir: Path) -> int:
-    """Render EMAIL's next email to files, without sending or recording anything."""
+def preview(obj: Context, email: str, out_dir: Path, png: bool) -> int:
+    """Render EMAIL's next email to files, without sending or recording anything.
+
+    With --png, a headless Chromium (Debian package `chromium`, or $DIGESTMAIL_CHROMIUM) also takes
+    full-page screenshots: .600.png, .375.png, .600-dark.png and .375-dark.png. Without Chromium the
+    other files are still written, and the command exits 2 saying how to install it.
+    """
     result = pipeline.preview(obj.config, email, obj.now)
     if isinstance(result, pipeline.Choice):
         click.echo(f"nothing to send to {email} now: {result.skipped}")
@@ -149,6 +159,18 @@ def preview(obj: Context, email: str, out_dir: Path) -> int:
         stem.with_name(stem.name + suffix).write_bytes(content)
         click.echo(f"wrote {stem}{suffix}")
     click.echo(f"subject: {rendered.subject}  ({len(edition.picks)} papers)")
+    if png:
+        from . import browser  # the only module that starts a browser
+
+        shots = [(width, dark, stem.with_name(f"{stem.name}.{width}{'-dark' if dark else ''}.png"))
+                 for dark in (False, True) for width in (600, 375)]
+        try:
+            done = browser.screenshots(stem.with_name(stem.name + ".html"), shots)
+        except browser.BrowserError as exc:
+            exc.message += " (the .html, .txt and .eml files are written)"
+            raise
+        for (_, _, path), shot in zip(shots, done):
+            click.echo(f"wrote {path} ({shot.width}x{shot.height} px)")
     return 0
 
 
@@ -246,14 +268,31 @@ def status(obj: Context, as_json: bool) -> int:
         last_date, last_ingest = store.last_ingest()
         data["last_digest_date"], data["last_ingest"] = last_date, last_ingest
         recorded = store.source_status()
+        data["outbox"] = store.outbox_counts()
+        data["failures"] = store.failures(20)
+        data["suppressed"] = store.suppressions()
+        data["schedules"] = []
+        for (cron, tz) in store.schedules():
+            sched = Schedule(cron or config.schedule.cron, tz or config.schedule.timezone)
+            nxt = next_fire(sched, obj.now)
+            data["schedules"].append({"schedule": sched.name, "last_run": store.last_schedule_run(sched.name),
+                                      "next_run": nxt.isoformat() if nxt else None})
     data["sources"] = {src.name: source_health(recorded.get(src.name), src.expect_every, obj.now)
                        for src in config.sources}
     if as_json:
         _echo_json(data)
         return 0
     for k, v in data.items():
-        if k != "sources":
+        if k not in ("sources", "outbox", "failures", "suppressed", "schedules"):
             click.echo(f"{k.replace('_', ' '):18} {v if v is not None else '-'}")
+    click.echo(f"{'outbox':18} " + ", ".join(f"{n} {state}" for state, n in data["outbox"].items()))
+    for f in data["failures"]:
+        click.echo(f"  failed {f['email']} at {f['at']}: {f['error']}")
+    click.echo(f"{'suppressed':18} {len(data['suppressed'])}")
+    for s in data["suppressed"]:
+        click.echo(f"  {s['email']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else "") + f" since {s['at']}")
+    for s in data["schedules"]:
+        click.echo(f"schedule {s['schedule']}: last {s['last_run'] or 'never'}, next {s['next_run'] or '-'}")
     for name, h in data["sources"].items():
         line = f"source {name}: {h['state']}"
         if h["silent_for"] is not None:
@@ -266,6 +305,44 @@ def status(obj: Context, as_json: bool) -> int:
             line += "; digests arrive but hold no new papers"
         click.echo(line)
     return 0
+
+
+@cli.command()
+@click.pass_obj
+def serve(obj: Context) -> int:
+    """Answer the unsubscribe links of the emails (RFC 8058 one-click) on [web] listen.
+
+    GET /u/TOKEN shows a page with a button and changes nothing; POST /u/TOKEN unsubscribes, and
+    every later run skips that address. GET /healthz answers "ok". Needs [web] base_url and the
+    signing key in the environment variable named by [web] secret_env. Listens until SIGTERM or
+    Ctrl-C; put a TLS proxy in front. Uses the real clock (not --now).
+    """
+    config = obj.config
+    if config.web is None:
+        raise ConfigError("`digestmail serve` needs a [web] table", where=f"{config.path}: web.base_url",
+                          hint="set [web] base_url (the public URL of this server) and secret_env")
+    config.web.secret()  # a missing key is a configuration error before anything is imported or bound
+    try:
+        from . import web
+    except ImportError as exc:
+        raise ConfigError(f"the unsubscribe server needs starlette and uvicorn ({exc})",
+                          hint="pip install starlette uvicorn") from None
+    web.serve(config)
+    return 0
+
+
+@cli.command()
+@click.pass_obj
+def daemon(obj: Context) -> int:
+    """Run for good: poll the sources, send each subscriber's editions on their schedule, retry.
+
+    Meant for systemd (see docs/deploy.md). SIGTERM or Ctrl-C finishes the edition in flight and exits
+    0; SIGHUP reloads the config (an invalid one is logged and the old one kept). One daemon per store.
+    """
+    from .daemon import run_daemon
+
+    obj.config  # load and check it before anything starts
+    return run_daemon(config_path(obj.config_option))
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from . import rules
 from .errors import ConfigError, RuleError
 from .message import ADDRESS, control_character
+from .schedule import Schedule, trigger
 from .models import Subscriber
 
 DEFAULT_PATH = "digestmail.toml"
@@ -46,6 +47,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "inbox": Key(str, "inbox", "folder of incoming digest files"),
         "archive": Key(bool, True, "move processed inbox files to done/ and rejected ones to rejected/"),
         "expect_every": Key(str, "", "flag the inbox as stale when nothing arrives for this long, e.g. '36h'"),
+        "poll_interval": Key(str, "5m", "how often `digestmail daemon` looks for new digests"),
+    },
+    "schedule": {
+        "cron": Key(str, "0 8 * * *", "when editions go out: 5 cron fields, or 6 with seconds first"),
+        "timezone": Key(str, "UTC", "the time zone the cron is read in (IANA name)"),
+        "catch_up": Key(str, "12h", "an edition missed while the daemon was down is sent if it is at most this late"),
     },
     "sources.imap": {
         "host": Key(str, "", "IMAP server whose folder receives the digests"),
@@ -94,6 +101,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout": Key(int, 30, "seconds to wait for the server at each step"),
         "ca_file": Key(str, "", "PEM file of CA certificates to trust instead of the system's"),
     },
+    "render": {
+        "title": Key(str, "Trending Papers", "the newsletter's name, at the top of every email and in its List-Id"),
+        "templates": Key(str, "", "folder with your own digest.mjml.j2, digest.txt.j2 or subject.txt.j2; "
+                                  "missing ones come from the defaults (docs/templates.md)"),
+        "abstract_chars": Key(int, 500, "abstracts are cut at a word boundary to at most this many characters"),
+        "unsubscribe_url": Key(str, "", "the footer's unsubscribe link (https or mailto; {email} is the "
+                                        "subscriber's address); empty: mailto the sender"),
+        "manage_url": Key(str, "", "the footer's 'manage your topics' link, like unsubscribe_url; "
+                                   "empty: mailto the sender"),
+    },
 }
 SUBSCRIBER_KEYS: dict[str, Key] = {
     "email": Key(str, None, "address the edition is sent to"),
@@ -104,6 +121,8 @@ SUBSCRIBER_KEYS: dict[str, Key] = {
     "min_papers": Key(int, 1, "fewer matches than this means no email this time (the report says so)"),
     "exclude": Key(str, "", "a rule: matching papers are never sent"),
     "backfill_days": Key(int, 7, "a new subscriber also gets papers from digests up to this many days older"),
+    "schedule": Key(str, "", "this subscriber's own cron (default: [schedule] cron)"),
+    "timezone": Key(str, "", "this subscriber's time zone (default: [schedule] timezone)"),
 }
 TABLES = {t for t in SCHEMA if t and "." not in t} | {"topics", "subscribers"}
 SECURITY = ("starttls", "tls", "none")
@@ -224,6 +243,17 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class RenderSettings:
+    """[render]: how emails look; the URLs are placeholders until the web endpoints fill real ones."""
+
+    title: str = "Trending Papers"
+    templates: Path | None = None
+    abstract_chars: int = 500
+    unsubscribe_url: str = ""
+    manage_url: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration; paths are absolute (relative ones are taken from the file's folder)."""
 
@@ -240,9 +270,13 @@ class Config:
     subscribers: tuple[Subscriber, ...]
     subscribers_file: Path | None
     retry: Retry
+    schedule: Schedule = Schedule("0 8 * * *", "UTC")
+    catch_up: dt.timedelta = dt.timedelta(hours=12)
+    poll_interval: dt.timedelta = dt.timedelta(minutes=5)
     dkim: DkimSettings | None = None
     web: WebSettings | None = None
     smtp: SmtpSettings | None = None
+    render: RenderSettings = RenderSettings()
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -334,9 +368,13 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
         subscribers_file=_path(base, subs_file) if subs_file else None,
         retry=Retry(*(parse_duration(values[f"delivery.retry.{k}"], f"{where}: delivery.retry.{k}")
                       for k in ("base", "max", "give_up_after"))),
+        schedule=_schedule(values["schedule.cron"], values["schedule.timezone"], f"{where}: schedule.cron"),
+        catch_up=parse_duration(values["schedule.catch_up"], f"{where}: schedule.catch_up"),
+        poll_interval=parse_duration(values["sources.poll_interval"], f"{where}: sources.poll_interval"),
         dkim=_dkim(values, base, where) if values["delivery.dkim.domain"] else None,
         web=_web(values, where) if values["web.base_url"] else None,
         smtp=smtp,
+        render=_render(values, base, where, parse_address(sender)[1]),
     )
 
 
@@ -349,12 +387,39 @@ def _duration(values: Mapping[str, Any], key: str, where: str) -> dt.timedelta |
     return parse_duration(values[key], f"{where}: {key}") if values[key] else None
 
 
+def _schedule(cron: str, timezone: str, where: str) -> Schedule:
+    schedule = Schedule(" ".join(cron.split()), timezone)
+    trigger(schedule, where)  # raises ConfigError naming the key
+    return schedule
+
+
 def _dkim(values: Mapping[str, Any], base: Path, where: str) -> DkimSettings:
     for key in ("selector", "key_file"):
         if not values[f"delivery.dkim.{key}"]:
             raise ConfigError(f"DKIM signing needs {key}", where=f"{where}: delivery.dkim.{key}")
     return DkimSettings(values["delivery.dkim.domain"], values["delivery.dkim.selector"],
                         _path(base, values["delivery.dkim.key_file"]))
+
+
+def _render(values: Mapping[str, Any], base: Path, where: str, sender: str) -> RenderSettings:
+    v = {k.rpartition(".")[2]: val for k, val in values.items() if k.startswith("render.")}
+    if not v["title"].strip():
+        raise ConfigError("the title cannot be empty", where=f"{where}: render.title")
+    check_header_text(v["title"], f"{where}: render.title")  # it names the list in List-Id
+    templates = _path(base, v["templates"]) if v["templates"] else None
+    if templates is not None and not templates.is_dir():
+        raise ConfigError(f"template folder {templates} does not exist", where=f"{where}: render.templates",
+                          hint="create it with the templates you change, or remove the key for the defaults")
+    if v["abstract_chars"] < 100:
+        raise ConfigError("abstract_chars must be at least 100", where=f"{where}: render.abstract_chars")
+    urls = {}
+    for key, subject in (("unsubscribe_url", "unsubscribe"), ("manage_url", "change%20my%20topics")):
+        url = v[key] or f"mailto:{sender}?subject={subject}"
+        if not re.fullmatch(r"(?:https?://[^\s/\"'<>]+|mailto:[^\s\"'<>]+)[^\s\"'<>]*", url, re.I):
+            raise ConfigError(f"{url!r} is not an https, http or mailto URL", where=f"{where}: render.{key}",
+                              hint="e.g. https://papers.example.org/unsubscribe?email={email}")
+        urls[key] = url
+    return RenderSettings(title=v["title"].strip(), templates=templates, abstract_chars=v["abstract_chars"], **urls)
 
 
 def _web(values: Mapping[str, Any], where: str) -> WebSettings:
@@ -469,12 +534,15 @@ def make_subscriber(v: Mapping[str, Any], where: str, topics: Mapping[str, str])
                           where=f"{where}.min_papers")
     if v["backfill_days"] < 0:
         raise ConfigError("backfill_days cannot be negative", where=f"{where}.backfill_days")
+    if v["schedule"] or v["timezone"]:  # checked here; the default fills the other one in the store
+        trigger(Schedule(v["schedule"] or "0 8 * * *", v["timezone"] or "UTC"), f"{where}.schedule")
     if not v["topics"] and not v["query"]:
         raise ConfigError("a subscriber needs topics or a query, or they would match nothing",
                           where=where)
     return Subscriber(email=email, name=v["name"].strip(), topics=tuple(v["topics"]), query=v["query"],
                       max_papers=v["max_papers"], min_papers=v["min_papers"], exclude=v["exclude"],
-                      backfill_days=v["backfill_days"], where=where)
+                      backfill_days=v["backfill_days"], schedule=" ".join(v["schedule"].split()),
+                      timezone=v["timezone"], where=where)
 
 
 def _check_unique(subscribers: tuple[Subscriber, ...], where: str) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ class Deliverer:
         self.store, self.config, self.builder, self.transport, self.now = store, config, builder, transport, now
         self.rng = rng or random.Random()
         self.report = DeliveryReport()
+        self.touched: set[int] = set()  # subscribers whose edition failed or was deferred in this run
 
     def send(self, oid: int, edition: Edition, attempts: int, matched: int | None = None) -> None:
         """Hand one queued edition over and record what happened."""
@@ -77,10 +79,11 @@ class Deliverer:
     def _failed(self, oid: int, edition: Edition, attempts: int, exc: DeliveryError) -> None:
         email = edition.subscriber.email
         too_old = self.now - edition.created >= self.config.retry.give_up_after
+        self.touched.add(edition.subscriber_id)
         if exc.permanent or too_old:
             reason = str(exc) if exc.permanent else f"gave up after {attempts} attempts: {exc}"
             self.store.mark_failed(oid, self.now, reason)
-            if exc.permanent:
+            if exc.refused:  # the server refused the address itself: never again
                 self.store.suppress(email, "refused", str(exc), self.now)
             self.report.failed.append({"email": email, "error": reason})
             log.error("delivery to %s failed for good: %s", email, reason)
@@ -113,11 +116,12 @@ class Deliverer:
         return Edition(subscriber=found, subscriber_id=row.subscriber_id, picks=picks, created=row.created_at,
                        key=row.edition_key)
 
-    def new_edition(self, sid: int, sub: Subscriber, moment: dt.datetime) -> None:
-        """Choose, queue and send this subscriber's edition for `moment`, unless it exists already."""
-        key = edition_key(sub.email, moment)
-        if self.store.has_edition(key):
-            return  # this cycle ran already for this subscriber
+    def new_edition(self, sid: int, sub: Subscriber, moment: dt.datetime, key: str | None = None) -> None:
+        """Choose, queue and send this subscriber's edition for `moment` (under `key`, by default made
+        from the moment), unless that edition exists already."""
+        key = key or edition_key(sub.email, moment)
+        if self.store.has_edition(key) or sid in self.touched:
+            return  # this cycle ran already for them, or their retry just failed: not twice in one run
         reason = self.store.suppression(sub.email)
         if reason:
             self.report.skipped.append({"email": sub.email, "reason": f"suppressed ({reason})"})
@@ -136,24 +140,43 @@ class Deliverer:
 
 
 def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,
-                progress: Callable[..., Any] | None = None) -> DeliveryReport:
-    """Recover what a crash interrupted, retry what is due, then one new edition per subscriber."""
+                progress: Callable[..., Any] | None = None, *, stop: threading.Event | None = None,
+                subscribers: Iterable[tuple[int, Subscriber]] | None = None,
+                key_of: Callable[[Subscriber], str] | None = None, recover: bool = True) -> DeliveryReport:
+    """Recover what a crash interrupted, retry what is due, then one new edition per subscriber.
+
+    `subscribers` defaults to every active one; `key_of` names each one's edition (by default the
+    subscriber and `now`: running the same cycle twice is a no-op). `stop`, once set, ends the loop
+    between two subscribers: the edition in flight finishes and the outbox stays consistent.
+    """
     builder = Builder.for_store(config, store, now)
     deliverer = Deliverer(store, config, builder, transport, now)
-    deliverer.report.recovered = store.recover_sending(now)
-    if deliverer.report.recovered:
-        log.warning("%d editions were interrupted while sending; sending them again",
-                    deliverer.report.recovered)
-    deliverer.retry_due()
-    subscribers = store.active_subscribers()
-    if progress is not None:
-        subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
+    if recover:
+        deliverer.report.recovered = store.recover_sending(now)
+        if deliverer.report.recovered:
+            log.warning("%d editions were interrupted while sending; sending them again",
+                        deliverer.report.recovered)
+        deliverer.retry_due()
+    if subscribers is None:
+        subscribers = store.active_subscribers()
+        if progress is not None:
+            subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
     for sid, sub in subscribers:
+        if stop is not None and stop.is_set():
+            log.info("stopping: the remaining subscribers wait for the next run")
+            break
         try:
-            deliverer.new_edition(sid, sub, now)
+            deliverer.new_edition(sid, sub, now, key_of(sub) if key_of else None)
         except DigestmailError as exc:  # one subscriber's trouble never stops the others
             deliverer.report.failed.append({"email": sub.email, "error": str(exc)})
             log.error("could not deliver to %s: %s", sub.email, exc)
+    return deliverer.report
+
+
+def retry_due(store: Store, config: Config, transport: Transport, now: dt.datetime) -> DeliveryReport:
+    """Only the retries: editions deferred earlier whose time has come (the daemon runs this often)."""
+    deliverer = Deliverer(store, config, Builder(config, [], now), transport, now)
+    deliverer.retry_due()
     return deliverer.report
 
 

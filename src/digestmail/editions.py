@@ -27,9 +27,14 @@ class Builder:
         self.now = now
         self.sender = parse_address(config.sender)
         self.domain = self.sender[1].rpartition("@")[2]
-        self.renderer = Renderer(title="Trending Papers",
-                                 sender_line=f"Sent by {self.sender[0] or self.sender[1]} · digestmail")
+        look = config.render
+        self.renderer = Renderer(look.templates, title=look.title, abstract_chars=look.abstract_chars,
+                                 unsubscribe_url=look.unsubscribe_url, manage_url=look.manage_url,
+                                 sender_line=f"Sent by {self.sender[0] or self.sender[1]} <{self.sender[1]}>"
+                                 if self.sender[0] else f"Sent by {self.sender[1]}")
         self.index = PaperIndex(papers, now.date())
+        # Read once, and before anything is sent: an unset variable is a config error (exit 2).
+        self.web_secret = config.web.secret() if config.web is not None else None
         self.signer = None
         if config.dkim is not None:  # the key is parsed once per run, not once per message
             from .dkim import DkimSigner
@@ -63,7 +68,8 @@ class Builder:
         uris: list[str] = []
         web = self.config.web
         if web is not None:
-            uris.append(tokens.unsubscribe_url(web.base_url, web.secret(), sub.email))
+            assert self.web_secret is not None
+            uris.append(tokens.unsubscribe_url(web.base_url, self.web_secret, sub.email))
             if web.unsubscribe_mailto:
                 uris.append(f"mailto:{web.unsubscribe_mailto}?subject=unsubscribe")
         return message.ListHeaders(self.renderer.title, f"digest.{self.domain}", tuple(uris))

@@ -67,12 +67,17 @@ class HeaderError(DigestmailError, ValueError):
 
 
 class DeliveryError(DigestmailError):
-    """A transport failed to hand a message over; `permanent` (a 5xx answer) means never retry."""
+    """A transport failed to hand a message over.
+
+    `permanent` (a 5xx to the message) means never retry it; `refused` (a 5xx to the recipient at
+    RCPT) also means never send to that address again. Anything else is retried later.
+    """
 
     exit_code = 1
 
     def __init__(self, message: str, *, where: str | None = None, hint: str | None = None,
-                 permanent: bool = False, code: int | None = None) -> None:
+                 permanent: bool = False, refused: bool = False, code: int | None = None) -> None:
         super().__init__(message, where=where, hint=hint)
-        self.permanent = permanent
+        self.permanent = permanent or refused
+        self.refused = refused
         self.code = code

@@ -72,6 +72,8 @@ class Subscriber:
     min_papers: int = 1
     exclude: str = ""
     backfill_days: int = 7
+    schedule: str = ""  # own cron; "" means the config's [schedule]
+    timezone: str = ""
     joined_at: dt.datetime | None = None  # set by the store: when the subscriber was first synced
     where: str = ""  # the config key or CSV line it came from, for error messages
 

@@ -256,7 +256,9 @@ def ingest_paths(store: Store, paths: Iterable[Path], now: dt.datetime,
 def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress) -> RunReport:
     """The main job: ingest every source, then deliver."""
     with open_store(config, now) as store:
-        # The transport first: a missing password is a config error before anything is ingested.
+        # Secrets first: a missing password or key is a config error before anything is ingested.
+        if config.web is not None:
+            config.web.secret()
         transport = make_transport(config)
         try:
             ingested = ingest_sources(store, config, now, progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
@@ -19,11 +20,25 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def setup_logging(verbose: bool) -> None:
-    """Human log lines on stderr: rich on a terminal, timestamped plain lines otherwise."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                "message": record.getMessage()}
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(verbose: bool, json_lines: bool = False) -> None:
+    """Log lines on stderr: rich on a terminal, timestamped plain lines otherwise, or JSON lines."""
     level = logging.DEBUG if verbose else logging.INFO
-    if interactive():
-        handler: logging.Handler = RichHandler(console=_console, show_path=False, markup=False)
+    if json_lines:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif interactive():
+        handler = RichHandler(console=_console, show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

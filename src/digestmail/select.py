@@ -231,3 +231,10 @@ def edition_key(email: str, moment: dt.datetime) -> str:
     """A stable key for (subscriber, moment): the Message-ID and the outbox build on it."""
     digest = hashlib.sha256(f"{email.lower()}|{moment.isoformat()}".encode()).hexdigest()
     return f"{moment:%Y%m%d%H%M%S}.{digest[:16]}"
+
+
+def scheduled_key(email: str, schedule: str, wall_clock: str) -> str:
+    """The key of a scheduled edition: the subscriber, the schedule and its local wall-clock time, so
+    a second fire of the same wall-clock time (autumn) or a restart names the same edition."""
+    digest = hashlib.sha256(f"{email.lower()}|{schedule}|{wall_clock}".encode()).hexdigest()
+    return f"{wall_clock.replace('-', '').replace(':', '')}.{digest[:16]}"

@@ -7,6 +7,7 @@ import os
 import re
 import ssl
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -65,6 +66,9 @@ class FileTransport:
         pass
 
 
+IDLE_CHECK = 2.0  # seconds: a connection idle longer is checked with NOOP before the next message
+
+
 class SmtpTransport:
     """One persistent SMTP connection, reused across messages; TLS as configured, never downgraded.
 
@@ -78,6 +82,7 @@ class SmtpTransport:
         self.password = settings.password()  # fail before the first message if the secret is missing
         self._runner = asyncio.Runner()
         self._client: aiosmtplib.SMTP | None = None
+        self._last_used = 0.0
 
     def _tls_context(self) -> ssl.SSLContext:
         cafile = str(self.settings.ca_file) if self.settings.ca_file else None
@@ -99,27 +104,62 @@ class SmtpTransport:
             await client.login(s.username, self.password)
         return client
 
-    async def _send(self, data: bytes, envelope: Envelope) -> None:
-        for attempt in (1, 2):
-            if self._client is None or not self._client.is_connected:
-                self._client = await self._connect()
+    async def _ready(self) -> aiosmtplib.SMTP:
+        """A live connection: the pooled one if a NOOP says it is still there, else a new one.
+
+        Checking first means a hang-up during the message itself is never mistaken for an idle
+        connection the server closed: that one is deferred, not resent at once (it may have arrived).
+        """
+        client = self._client
+        if client is not None and client.is_connected:
+            if time.monotonic() - self._last_used < IDLE_CHECK:  # just used: no round trip needed
+                return client
             try:
-                refused, _ = await self._client.sendmail(envelope.sender, list(envelope.recipients), data)
-            except aiosmtplib.SMTPServerDisconnected:
-                # An idle connection the server closed: reconnect once, then give up.
-                self._client = None
-                if attempt == 2:
-                    raise
-                continue
-            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-                await self._reset()  # leave the connection clean for the next message
-                raise
-            if refused:
-                (addr, response), *_ = refused.items()
-                raise DeliveryError(f"{addr} refused: {response.code} {response.message}",
-                                    where=self.settings.host, code=response.code,
-                                    permanent=response.code >= 500)
-            return
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        self._client = None
+        try:
+            self._client = await self._connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(f"the server refused the login: {exc.code} {exc.message}", where=self._where,
+                                hint="check [delivery.smtp] username and the password in password_env") from None
+        return self._client
+
+    async def _send(self, data: bytes, envelope: Envelope) -> None:
+        client = await self._ready()
+        try:
+            refused, _ = await client.sendmail(envelope.sender, list(envelope.recipients), data)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            await self._reset()
+            first = exc.recipients[0] if exc.recipients else None
+            code = getattr(first, "code", 550)
+            raise DeliveryError(f"recipient refused: {first}", where=self._where, code=code,
+                                refused=code >= 500) from None
+        except aiosmtplib.SMTPSenderRefused as exc:
+            # Our own address refused: nothing to do with the recipient, and it may be fixed by the admin.
+            await self._reset()
+            raise DeliveryError(f"the server refused our sender address: {exc.code} {exc.message}",
+                                where=self._where, code=exc.code,
+                                hint="check [delivery] from against what the server lets you send as") from None
+        except aiosmtplib.SMTPDataError as exc:
+            await self._reset()  # a 5xx here refuses this message (size, content), not the address
+            raise DeliveryError(f"the server refused the message: {exc.code} {exc.message}", where=self._where,
+                                code=exc.code, permanent=exc.code >= 500) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            raise DeliveryError(f"the server answered {exc.code} {exc.message}", where=self._where,
+                                code=exc.code) from None
+        self._last_used = time.monotonic()
+        if refused:
+            (addr, response), *_ = refused.items()
+            raise DeliveryError(f"{addr} refused: {response.code} {response.message}", where=self._where,
+                                code=response.code, refused=response.code >= 500)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
 
     async def _reset(self) -> None:
         """RSET after a refusal; a server that hung up (421) is dropped and reconnected next time."""
@@ -134,16 +174,7 @@ class SmtpTransport:
     def send(self, data: bytes, envelope: Envelope, key: str) -> None:
         try:
             self._runner.run(self._send(data, envelope))
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            first = exc.recipients[0] if exc.recipients else None
-            code = getattr(first, "code", 550)
-            raise DeliveryError(f"recipient refused: {first}", where=f"{self.settings.host}:{self.settings.port}",
-                                code=code, permanent=code >= 500) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"the server answered {exc.code} {exc.message}",
-                                where=f"{self.settings.host}:{self.settings.port}", code=exc.code,
-                                permanent=exc.code >= 500) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError) as exc:  # dropped, timed out, TLS refused: retried later
             self._client = None
             raise DeliveryError(f"SMTP failed: {exc}", where=f"{self.settings.host}:{self.settings.port}",
                                 hint="check [delivery.smtp] host, port, security and ca_file") from None

@@ -41,7 +41,9 @@ _TEXTLIKE = re.compile(r"\.(txt|text|json|xml|atom|rss|eml|html?)$", re.I)
 def looks_like(text: str) -> bool:
     """A header block at the very top: header lines (and folded continuations) up to a blank line,
     at least two of them, one a well-known mail header. An mbox `From ` envelope line may come first."""
-    lines = text[:65536].lstrip("\ufeff").splitlines()[:200]
+    # Mail has CRLF or LF line ends only: splitlines() would also split at U+2028 or NEL inside a
+    # JSON string and could make a JSON digest look like headers.
+    lines = text[:65536].lstrip("\ufeff").replace("\r\n", "\n").split("\n")[:200]
     if lines and lines[0].startswith("From ") and _ENVELOPE.match(lines[0].encode("utf-8", "replace")):
         lines = lines[1:]
     names: list[str] = []

@@ -159,3 +159,15 @@ CREATE TABLE suppressions (
     at TEXT NOT NULL
 );
 """))
+# Per-subscriber schedules, and which scheduled wall-clock times were already handled per schedule.
+migration(("0011_schedules", """
+ALTER TABLE subscribers ADD COLUMN schedule TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
+CREATE INDEX subscribers_schedule ON subscribers(schedule, timezone, active);
+CREATE TABLE schedule_runs (
+    schedule TEXT NOT NULL,
+    wall_clock TEXT NOT NULL,
+    done_at TEXT NOT NULL,
+    PRIMARY KEY (schedule, wall_clock)
+);
+"""))

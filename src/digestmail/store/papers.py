@@ -269,31 +269,53 @@ class PapersMixin:
             for s in subscribers:
                 db.execute(
                     "INSERT INTO subscribers (email, name, topics, query, max_papers, min_papers, exclude, "
-                    "backfill_days, joined_at, active, sync_generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
+                    "backfill_days, schedule, timezone, joined_at, active, sync_generation) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
                     "ON CONFLICT (email) DO UPDATE SET name = excluded.name, topics = excluded.topics, "
                     "query = excluded.query, max_papers = excluded.max_papers, min_papers = excluded.min_papers, "
-                    "exclude = excluded.exclude, backfill_days = excluded.backfill_days, active = 1, "
+                    "exclude = excluded.exclude, backfill_days = excluded.backfill_days, "
+                    "schedule = excluded.schedule, timezone = excluded.timezone, active = 1, "
                     "sync_generation = excluded.sync_generation",
                     (s.email, s.name, json.dumps(list(s.topics)), s.query, s.max_papers, s.min_papers, s.exclude,
-                     s.backfill_days, _iso(now), generation))
+                     s.backfill_days, s.schedule, s.timezone, _iso(now), generation))
                 count += 1
             db.execute("UPDATE subscribers SET active = 0 WHERE sync_generation != ?", (generation,))
         return count
 
     _SUBSCRIBER = ("SELECT id, email, name, topics, query, max_papers, min_papers, exclude, backfill_days, "
-                   "joined_at FROM subscribers WHERE active = 1 ")
+                   "joined_at, schedule, timezone FROM subscribers WHERE active = 1 ")
 
     @staticmethod
     def _subscriber(r: tuple) -> tuple[int, Subscriber]:  # type: ignore[type-arg]
         return r[0], Subscriber(email=r[1], name=r[2], topics=tuple(json.loads(r[3])), query=r[4],
                                 max_papers=r[5], min_papers=r[6], exclude=r[7], backfill_days=r[8],
-                                joined_at=dt.datetime.fromisoformat(r[9]))
+                                joined_at=dt.datetime.fromisoformat(r[9]), schedule=r[10], timezone=r[11])
 
-    def active_subscribers(self) -> Iterator[tuple[int, Subscriber]]:
-        """Active subscribers in id order, read in pages so a large list is never held in memory."""
+    def schedules(self) -> list[tuple[str, str]]:
+        """The distinct (own cron, own time zone) pairs of active subscribers; ("", "") is the default."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT DISTINCT schedule, timezone FROM subscribers WHERE active = 1 ORDER BY 1, 2")]
+
+    def schedule_done(self, schedule: str, wall_clock: str) -> bool:
+        return self.db.execute("SELECT 1 FROM schedule_runs WHERE schedule = ? AND wall_clock = ?",
+                               (schedule, wall_clock)).fetchone() is not None
+
+    def mark_schedule_done(self, schedule: str, wall_clock: str, now: dt.datetime) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO schedule_runs VALUES (?, ?, ?)", (schedule, wall_clock, _iso(now)))
+
+    def last_schedule_run(self, schedule: str) -> str | None:
+        row = self.db.execute("SELECT MAX(wall_clock) FROM schedule_runs WHERE schedule = ?", (schedule,)).fetchone()
+        return row[0]
+
+    def active_subscribers(self, schedule: tuple[str, str] | None = None) -> Iterator[tuple[int, Subscriber]]:
+        """Active subscribers in id order (of one schedule when given), read in pages so a large list
+        is never held in memory."""
         last = 0
+        where, extra = ("AND schedule = ? AND timezone = ? ", tuple(schedule)) if schedule else ("", ())
         while True:
-            rows = self.db.execute(self._SUBSCRIBER + "AND id > ? ORDER BY id LIMIT 500", (last,)).fetchall()
+            rows = self.db.execute(self._SUBSCRIBER + where + "AND id > ? ORDER BY id LIMIT 500",
+                                   (*extra, last)).fetchall()
             if not rows:
                 return
             yield from map(self._subscriber, rows)

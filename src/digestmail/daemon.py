@@ -1,0 +1,235 @@
+"""`digestmail daemon`: poll the sources, send each schedule's editions, retry what is due, for months.
+
+APScheduler (3.11, AsyncIOScheduler) only drives three interval jobs — poll, tick, retry — with
+coalescing, one instance each and a generous misfire grace. *When editions are due* is decided by
+schedule.py from the clock and the store, not by APScheduler's cron bookkeeping, so none of its
+known traps reach a subscriber: a job skipped across a restart is caught up by the next tick (within
+`[schedule] catch_up`), the autumn double fire of 02:30 names the same edition (keys are local
+wall-clock times), and a crash mid-send leaves outbox rows that the next start sends again.
+
+Jobs run one at a time in a worker thread (each opens its own store connection), so the event loop
+stays free for signals. SIGTERM/SIGINT: stop scheduling, let the edition in flight finish (bounded),
+exit 0. SIGHUP: reload the config; an invalid one is logged and the old one kept. One daemon per
+store: a second exits 2 with "already running (pid N)".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import fcntl
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from . import pipeline
+from .config import Config, load_config
+from .deliver import deliver_all, retry_due
+from .errors import ConfigError, DigestmailError
+from .schedule import Schedule, due
+from .select import scheduled_key
+from .store import Store
+from .transport import make_transport
+
+log = logging.getLogger("digestmail")
+STOP_GRACE = 30.0  # seconds the edition in flight may take after SIGTERM
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class InstanceLock:
+    """An exclusive lock beside the store (`<store>.lock`, holding the pid), released when the process ends."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = store_path.with_name(store_path.name + ".lock")
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="ascii")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(f"already running (pid {pid})", where=str(self.path),
+                              hint="one daemon per store; stop the other one first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def schedules_of(config: Config, store: Store) -> list[tuple[tuple[str, str], Schedule]]:
+    """Each distinct schedule among active subscribers: (what the store groups them by, the schedule)."""
+    return [((cron, tz), Schedule(cron or config.schedule.cron, tz or config.schedule.timezone))
+            for cron, tz in store.schedules()]
+
+
+class Daemon:
+    def __init__(self, config_path: Path, clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.clock = clock
+        self.stop = threading.Event()
+        self.busy = threading.Lock()
+        self.checked: dict[str, dt.datetime] = {}  # per schedule: fire times up to here are handled
+
+    # -- the jobs (synchronous; run in a worker thread, one at a time) -------------------------------
+
+    def poll(self) -> None:
+        now = self.clock()
+        with pipeline.open_store(self.config, now) as store:
+            report = pipeline.ingest_sources(store, self.config, now)
+        if report.files:
+            log.info("poll: %d digests read, %d new papers", len(report.files),
+                     sum(f.new_papers for f in report.files))
+
+    def tick(self) -> None:
+        """Send every edition whose scheduled time has come and was not handled yet."""
+        now = self.clock()
+        with pipeline.open_store(self.config, now) as store:
+            for group, schedule in schedules_of(self.config, store):
+                if schedule.name not in self.checked and store.last_schedule_run(schedule.name) is None:
+                    self.checked[schedule.name] = now  # a new schedule starts from now: nothing to catch up
+                since = max(self.checked.get(schedule.name, now - self.config.catch_up), now - self.config.catch_up)
+                fires = [(wall, fire) for wall, fire in due(schedule, since, now)
+                         if not store.schedule_done(schedule.name, wall)]
+                if fires:
+                    # Several missed fires (downtime) make one edition, the latest: coalesced, sent once.
+                    wall, _ = fires[-1]
+                    if len(fires) > 1:
+                        log.info("%s: %d missed times since %s; sending one edition, for %s", schedule.name,
+                                 len(fires), fires[0][0], wall)
+                    self._send_scheduled(store, group, schedule, wall, now)
+                    if self.stop.is_set():
+                        return  # interrupted: the next start takes up this wall-clock time again
+                    for missed, _ in fires:
+                        store.mark_schedule_done(schedule.name, missed, now)
+                self.checked[schedule.name] = now
+
+    def _send_scheduled(self, store: Store, group: tuple[str, str], schedule: Schedule, wall: str,
+                        now: dt.datetime) -> None:
+        log.info("editions for %s at %s", schedule.name, wall)
+        transport = make_transport(self.config)
+        try:
+            report = deliver_all(store, self.config, transport, now, stop=self.stop,
+                                 subscribers=store.active_subscribers(group), recover=False,
+                                 key_of=lambda sub: scheduled_key(sub.email, schedule.name, wall))
+        finally:
+            transport.close()
+        log.info("%s at %s: %d sent, %d deferred, %d failed, %d skipped", schedule.name, wall,
+                 len(report.sent), len(report.deferred), len(report.failed), len(report.skipped))
+
+    def retry(self) -> None:
+        now = self.clock()
+        with pipeline.open_store(self.config, now) as store:
+            if not store.due(now):
+                return
+            transport = make_transport(self.config)
+            try:
+                report = retry_due(store, self.config, transport, now)
+            finally:
+                transport.close()
+        log.info("retries: %d sent, %d deferred again, %d failed", len(report.sent), len(report.deferred),
+                 len(report.failed))
+
+    def recover(self) -> None:
+        """At start: editions a crash left in `sending` go back to the queue; the retry job sends them."""
+        now = self.clock()
+        with pipeline.open_store(self.config, now) as store:
+            count = store.recover_sending(now)
+        if count:
+            log.warning("%d editions were interrupted while sending; they are sent again", count)
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+        except DigestmailError as exc:
+            log.error("SIGHUP: the new config is invalid, keeping the old one: %s", exc)
+            return
+        self.config = config
+        log.info("SIGHUP: config reloaded from %s", self.config_path)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _job(self, work: Callable[[], None]) -> Callable[[], Any]:
+        async def run() -> None:
+            if self.stop.is_set():
+                return
+            await asyncio.to_thread(self._locked, work)
+        run.__name__ = work.__name__
+        return run
+
+    def _locked(self, work: Callable[[], None]) -> None:
+        with self.busy:
+            if self.stop.is_set():
+                return
+            try:
+                work()
+            except DigestmailError as exc:  # logged; the daemon goes on, the next run tries again
+                log.error("%s failed: %s", work.__name__, exc)
+            except Exception:  # noqa: BLE001 - a bug in one job must not end a daemon meant to run for months
+                log.exception("%s crashed", work.__name__)
+
+    async def main(self) -> int:
+        lock = InstanceLock(self.config.store_path)
+        lock.acquire()
+        try:
+            self._locked(self.recover)
+            stopped = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def request_stop(signame: str) -> None:
+                log.info("%s: finishing the edition in flight, then stopping", signame)
+                self.stop.set()
+                stopped.set()
+
+            loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, self._locked, self.reload))
+            scheduler = AsyncIOScheduler(timezone=dt.timezone.utc, job_defaults={
+                "coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
+            start = dt.datetime.now(dt.timezone.utc)
+            poll_s = self.config.poll_interval.total_seconds()
+            scheduler.add_job(self._job(self.poll), "interval", seconds=poll_s, next_run_time=start, id="poll")
+            scheduler.add_job(self._job(self.tick), "interval", seconds=1,
+                              next_run_time=start + dt.timedelta(seconds=0.5), id="tick")
+            scheduler.add_job(self._job(self.retry), "interval", seconds=15,
+                              next_run_time=start + dt.timedelta(seconds=0.7), id="retry")
+            scheduler.start()
+            log.info("daemon started (pid %d): polling every %ss, default schedule %s", os.getpid(),
+                     int(poll_s), self.config.schedule.name)
+            await stopped.wait()
+            # No new jobs, then let the one in flight finish: shutdown() would cancel it.
+            scheduler.pause()
+            finished = await asyncio.to_thread(self.busy.acquire, True, STOP_GRACE)
+            if finished:
+                self.busy.release()
+            else:
+                log.warning("the job in flight did not finish within %ss; its outbox row is retried at start",
+                            STOP_GRACE)
+            scheduler.shutdown(wait=False)
+            log.info("daemon stopped")
+            return 0
+        finally:
+            lock.release()
+
+
+def run_daemon(config_path: Path) -> int:
+    return asyncio.run(Daemon(config_path).main())
