@@ -128,7 +128,7 @@ def test_missing_file_has_a_hint(tmp_path):
 
 def test_unknown_transport(tmp_path):
     msg = error(tmp_path, BASE.replace("[delivery]", '[delivery]\ntransport = "pigeon"'))
-    assert "delivery.transport" in msg and "file, smtp" in msg
+    assert "delivery.transport" in msg and "file, maildir, smtp" in msg
 
 
 def test_smtp_settings(tmp_path, monkeypatch):

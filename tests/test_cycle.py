@@ -220,3 +220,17 @@ def test_every_command_has_help(command):
 def test_unknown_command_is_a_usage_error():
     result = cli("frobnicate")
     assert result.returncode == 2 and "No such command" in result.stderr
+
+
+def test_maildir_transport(tmp_path):
+    import mailbox
+
+    config = write_config(tmp_path, '[topics]\nx = "robots"\n[[subscribers]]\nemail = "a@example.org"\nname = "Ann"\ntopics = ["x"]\n')
+    config.write_text(config.read_text().replace('transport = "file"', 'transport = "maildir"'))
+    (tmp_path / "inbox" / "d.txt").write_text(trending("Nov 20", [("Robots That Cook", "We cook with robots.")]))
+    result = cli("--config", config, "--now", NOW, "run")
+    assert result.returncode == 0, result.stderr
+    box = mailbox.Maildir(tmp_path / "outbox", create=False)
+    (msg,) = list(box)
+    assert msg["To"] == "Ann <a@example.org>" and "Robots That Cook" in msg["Subject"]
+    assert not any((tmp_path / "outbox" / "tmp").iterdir())

@@ -20,7 +20,7 @@ from .schedule import Schedule, trigger
 from .models import Subscriber
 
 DEFAULT_PATH = "digestmail.toml"
-TRANSPORTS = ("file", "smtp")
+TRANSPORTS = ("file", "maildir", "smtp")
 # Deliberately strict and ASCII-only: an address goes into SMTP envelopes and headers verbatim.
 _EMAIL = ADDRESS
 
@@ -72,8 +72,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "expect_every": Key(str, "", "flag this source as stale after this long without a message"),
     },
     "delivery": {
-        "transport": Key(str, "file", "file | smtp"),
-        "outbox": Key(str, "outbox", "folder the file transport writes .eml files to"),
+        "transport": Key(str, "file", "file | maildir | smtp"),
+        "outbox": Key(str, "outbox", "folder the file transport writes .eml files to (a Maildir for maildir)"),
         "from": Key(str, None, "sender, e.g. 'Trending Papers <papers@example.org>'"),
     },
     "delivery.retry": {

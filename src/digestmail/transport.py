@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import ssl
 import tempfile
 import time
@@ -61,6 +62,41 @@ class FileTransport:
         except OSError as exc:
             raise DeliveryError(f"cannot write {target.name}: {exc.strerror}", where=str(self.outbox),
                                 hint="check free space and permissions of the outbox folder") from None
+
+    def close(self) -> None:
+        pass
+
+
+class MaildirTransport:
+    """Delivers into a Maildir (`outbox` with cur/, new/, tmp/): written in tmp/, fsynced, renamed into new/,
+    as the Maildir spec asks, so a mail client or an MDA never sees half a message."""
+
+    name = "maildir"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            for sub in ("tmp", "new", "cur"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeliveryError(f"cannot create the Maildir: {exc.strerror}", where=str(root),
+                                hint="fix [delivery] outbox or the folder's permissions") from None
+        self._count = 0
+
+    def send(self, data: bytes, envelope: Envelope, key: str) -> None:
+        self._count += 1
+        unique = f"{time.time_ns()}.P{os.getpid()}Q{self._count}.{socket.gethostname().replace('/', '_')}"
+        tmp, final = self.root / "tmp" / unique, self.root / "new" / unique
+        try:
+            with open(tmp, "xb") as handle:
+                handle.write(data.replace(b"\r\n", b"\n"))  # Maildir files use the local line ending
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise DeliveryError(f"cannot write into the Maildir: {exc.strerror}", where=str(self.root),
+                                hint="check free space and permissions") from None
 
     def close(self) -> None:
         pass
@@ -195,4 +231,6 @@ def make_transport(config: Config) -> Transport:
     if config.transport == "smtp":
         assert config.smtp is not None
         return SmtpTransport(config.smtp)
+    if config.transport == "maildir":
+        return MaildirTransport(config.outbox)
     return FileTransport(config.outbox)
