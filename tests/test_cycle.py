@@ -24,13 +24,13 @@ nothing = "xylophonic OR zebrafish"
 email = "fed@example.org"
 name = "Fed"
 topics = ["federated"]
-max_papers = 500
+max_papers = 50
 
 [[subscribers]]
 email = "grok@example.org"
 name = "Grok"
 topics = ["grokking"]
-max_papers = 500
+max_papers = 50
 
 [[subscribers]]
 email = "none@example.org"

@@ -21,6 +21,7 @@ from .models import Subscriber
 
 DEFAULT_PATH = "digestmail.toml"
 TRANSPORTS = ("file", "maildir", "smtp")
+MAX_PAPERS = 50
 # Deliberately strict and ASCII-only: an address goes into SMTP envelopes and headers verbatim.
 _EMAIL = ADDRESS
 
@@ -117,7 +118,7 @@ SUBSCRIBER_KEYS: dict[str, Key] = {
     "name": Key(str, "", "how the email greets them"),
     "topics": Key(list, [], "names of [topics] rules"),
     "query": Key(str, "", "an own rule, matched beside the topics"),
-    "max_papers": Key(int, 10, "at most this many papers in one email"),
+    "max_papers": Key(int, 10, "at most this many papers in one email (1 to 50)"),
     "min_papers": Key(int, 1, "fewer matches than this means no email this time (the report says so)"),
     "exclude": Key(str, "", "a rule: matching papers are never sent"),
     "backfill_days": Key(int, 7, "a new subscriber also gets papers from digests up to this many days older"),
@@ -527,8 +528,9 @@ def make_subscriber(v: Mapping[str, Any], where: str, topics: Mapping[str, str])
     for rule_key in ("query", "exclude"):
         if v[rule_key]:
             _check_rule(v[rule_key], f"{where}.{rule_key}")
-    if v["max_papers"] < 1:
-        raise ConfigError("max_papers must be at least 1", where=f"{where}.max_papers")
+    if not 1 <= v["max_papers"] <= MAX_PAPERS:
+        # Beyond about 60 cards even the "and N more" title list would not fit Gmail's 102 KB.
+        raise ConfigError(f"max_papers must be between 1 and {MAX_PAPERS}", where=f"{where}.max_papers")
     if not 0 <= v["min_papers"] <= v["max_papers"]:
         raise ConfigError(f"min_papers must be between 0 and max_papers ({v['max_papers']})",
                           where=f"{where}.min_papers")

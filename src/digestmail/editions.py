@@ -67,9 +67,9 @@ class Builder:
         """List-Id always; List-Unsubscribe (one-click) when [web] is configured."""
         uris: list[str] = []
         web = self.config.web
-        if web is not None:
-            assert self.web_secret is not None
-            uris.append(tokens.unsubscribe_url(web.base_url, self.web_secret, sub.email))
+        url = self.unsubscribe_url(sub)
+        if web is not None and url is not None:
+            uris.append(url)
             if web.unsubscribe_mailto:
                 uris.append(f"mailto:{web.unsubscribe_mailto}?subject=unsubscribe")
         return message.ListHeaders(self.renderer.title, f"digest.{self.domain}", tuple(uris))
@@ -77,8 +77,14 @@ class Builder:
     def message_id(self, edition: Edition) -> str:
         return f"{edition.key}@{self.domain}"
 
+    def unsubscribe_url(self, sub: Subscriber) -> str | None:
+        web = self.config.web
+        if web is None or self.web_secret is None:
+            return None
+        return tokens.unsubscribe_url(web.base_url, self.web_secret, sub.email)
+
     def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
-        rendered = self.renderer.render(edition)
+        rendered = self.renderer.render(edition, unsubscribe_url=self.unsubscribe_url(edition.subscriber))
         data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
                              message_id=self.message_id(edition), date=edition.created,
                              list_headers=self.list_headers(edition.subscriber))
