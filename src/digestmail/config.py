@@ -82,6 +82,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max": Key(str, "6h", "the longest wait between two attempts"),
         "give_up_after": Key(str, "2d", "an edition still failing this long after it was made is marked failed"),
     },
+    "admin": {
+        "email": Key(str, "", "receives a short report when a run fails, deliveries fail or a source goes stale"),
+        "report_every": Key(str, "24h", "the same problem is reported again at most this often"),
+    },
     "web": {
         "base_url": Key(str, "", "public https URL of `digestmail serve`, e.g. https://papers.example.org"),
         "listen": Key(str, "127.0.0.1:8025", "host:port `digestmail serve` listens on (put a TLS proxy in front)"),
@@ -276,6 +280,8 @@ class Config:
     poll_interval: dt.timedelta = dt.timedelta(minutes=5)
     dkim: DkimSettings | None = None
     web: WebSettings | None = None
+    admin_email: str = ""
+    admin_report_every: dt.timedelta = dt.timedelta(hours=24)
     smtp: SmtpSettings | None = None
     render: RenderSettings = RenderSettings()
 
@@ -374,6 +380,8 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
         poll_interval=parse_duration(values["sources.poll_interval"], f"{where}: sources.poll_interval"),
         dkim=_dkim(values, base, where) if values["delivery.dkim.domain"] else None,
         web=_web(values, where) if values["web.base_url"] else None,
+        admin_email=_admin_email(values["admin.email"], f"{where}: admin.email"),
+        admin_report_every=parse_duration(values["admin.report_every"], f"{where}: admin.report_every"),
         smtp=smtp,
         render=_render(values, base, where, parse_address(sender)[1]),
     )
@@ -386,6 +394,12 @@ def _path(base: Path, value: str) -> Path:
 
 def _duration(values: Mapping[str, Any], key: str, where: str) -> dt.timedelta | None:
     return parse_duration(values[key], f"{where}: {key}") if values[key] else None
+
+
+def _admin_email(value: str, where: str) -> str:
+    if value and not _EMAIL.match(value):
+        raise ConfigError(f"{value!r} is not a valid email address", where=where)
+    return value
 
 
 def _schedule(cron: str, timezone: str, where: str) -> Schedule:

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from . import pipeline
+from . import admin, pipeline
 from .config import Config, load_config
 from .deliver import deliver_all, retry_due
 from .errors import ConfigError, DigestmailError
@@ -96,6 +96,8 @@ class Daemon:
         now = self.clock()
         with pipeline.open_store(self.config, now) as store:
             report = pipeline.ingest_sources(store, self.config, now)
+            self._report(store, admin.problems({"ingest": report.as_dict()},
+                                               pipeline.source_health_now(store, self.config, now)), now)
         if report.files:
             log.info("poll: %d digests read, %d new papers", len(report.files),
                      sum(f.new_papers for f in report.files))
@@ -135,6 +137,16 @@ class Daemon:
             transport.close()
         log.info("%s at %s: %d sent, %d deferred, %d failed, %d skipped", schedule.name, wall,
                  len(report.sent), len(report.deferred), len(report.failed), len(report.skipped))
+        self._report(store, admin.problems({"failed": report.failed}, {}), now)
+
+    def _report(self, store: Store, found: list[admin.Problem], now: dt.datetime) -> None:
+        if not self.config.admin_email or not found:
+            return
+        transport = make_transport(self.config)
+        try:
+            pipeline.notify_admin(store, self.config, transport, found, now)
+        finally:
+            transport.close()
 
     def retry(self) -> None:
         now = self.clock()

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import sources
-from .config import Config, ImapSettings, iter_subscribers_file
-from .errors import ConfigError, DigestError
+from . import admin, message, sources
+from .config import Config, ImapSettings, iter_subscribers_file, parse_address
+from .errors import ConfigError, DigestError, DigestmailError
 from .health import source_health
 from .models import Digest, Edition, RenderedEmail, Subscriber
 from .deliver import DeliveryReport, deliver_all
@@ -21,7 +22,7 @@ from .sources import files as disk
 from .sources.files import Unit, expand, inbox_files, maildir_new, read_units
 from .sources.imap import ImapError, ImapSource
 from .store import Store
-from .transport import make_transport
+from .transport import Transport, make_transport
 
 log = logging.getLogger("digestmail")
 T = TypeVar("T")
@@ -262,17 +263,47 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
         transport = make_transport(config)
         try:
             ingested = ingest_sources(store, config, now, progress)
-            recorded = store.source_status()
-            health = {s.name: source_health(recorded.get(s.name), s.expect_every, now) for s in config.sources}
+            health = source_health_now(store, config, now)
             for name, h in health.items():
                 if h["stale"]:
                     log.warning("source %s is stale: nothing arrived for %s (expected every %s)", name,
                                 h["silent_for"] or "ever", h["expect_every"])
             delivery = deliver_all(store, config, transport, now, progress)
+            report = RunReport(ingested, delivery, transport.name, health, store.outbox_counts(),
+                               len(store.suppressions()))
+            notify_admin(store, config, transport, admin.problems(report.as_dict(), health), now)
         finally:
             transport.close()
-        return RunReport(ingested, delivery, transport.name, health, store.outbox_counts(),
-                         len(store.suppressions()))
+        return report
+
+
+def source_health_now(store: Store, config: Config, now: dt.datetime) -> dict[str, dict[str, Any]]:
+    recorded = store.source_status()
+    return {s.name: source_health(recorded.get(s.name), s.expect_every, now) for s in config.sources}
+
+
+def notify_admin(store: Store, config: Config, transport: Transport, found: list[admin.Problem],
+                 now: dt.datetime) -> bool:
+    """Mail the admin when there is a problem not reported within `[admin] report_every`."""
+    if not config.admin_email or not found:
+        return False
+    fresh = store.unreported([p.fingerprint for p in found], now, config.admin_report_every)
+    if not fresh:
+        return False
+    sender = parse_address(config.sender)
+    domain = sender[1].rpartition("@")[2]
+    digest = hashlib.sha256("|".join(sorted(fresh)).encode()).hexdigest()[:16]
+    message_id = f"admin.{now:%Y%m%d%H%M%S}.{digest}@{domain}"
+    data = message.build(admin.render(found, now, "digestmail"), sender=sender, to=("", config.admin_email),
+                         message_id=message_id, date=now)
+    try:
+        transport.send(data, message.Envelope(sender[1], (config.admin_email,)), message_id.partition("@")[0])
+    except DigestmailError as exc:  # the report is a courtesy: its failure must not fail the run
+        log.error("could not send the admin report to %s: %s", config.admin_email, exc)
+        return False
+    store.mark_reported(fresh, now)
+    log.info("reported %d problem(s) to %s", len(found), config.admin_email)
+    return True
 
 
 def explain(config: Config, email: str, now: dt.datetime) -> tuple[Subscriber, Choice, Builder]:

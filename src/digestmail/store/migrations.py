@@ -171,3 +171,10 @@ CREATE TABLE schedule_runs (
     PRIMARY KEY (schedule, wall_clock)
 );
 """))
+# Which problems the admin was told about, and when: the same one is reported at most once per period.
+migration(("0012_admin_reports", """
+CREATE TABLE admin_reports (
+    fingerprint TEXT PRIMARY KEY,
+    reported_at TEXT NOT NULL
+);
+"""))

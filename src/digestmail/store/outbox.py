@@ -143,3 +143,19 @@ class OutboxMixin:
     def suppressions(self) -> list[dict[str, str]]:
         return [{"email": e, "reason": r, "detail": d or "", "at": a} for e, r, d, a in
                 self.db.execute("SELECT email, reason, detail, at FROM suppressions ORDER BY at")]
+
+    # -- admin reports --------------------------------------------------------------------------
+
+    def unreported(self, fingerprints: Iterable[str], now: dt.datetime, every: dt.timedelta) -> set[str]:
+        """The fingerprints not reported within `every` before now."""
+        fresh = set()
+        for fp in fingerprints:
+            row = self.db.execute("SELECT reported_at FROM admin_reports WHERE fingerprint = ?", (fp,)).fetchone()
+            if row is None or now - dt.datetime.fromisoformat(row[0]) >= every:
+                fresh.add(fp)
+        return fresh
+
+    def mark_reported(self, fingerprints: Iterable[str], now: dt.datetime) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT INTO admin_reports VALUES (?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
+                           "reported_at = excluded.reported_at", [(fp, _iso(now)) for fp in fingerprints])
