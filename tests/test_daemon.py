@@ -450,5 +450,36 @@ def test_an_interrupted_first_edition_is_taken_up_at_restart(tmp_path, servers, 
     assert len(server.messages) < 30
     server.recorder.data_delay = 0.0
     restarted = daemons(cfg, name="second")
-    wait_for(lambda: len(counts(server)) == 30, 8, "the interrupted edition to be completed", restarted,
+    wait_for(lambda: len(counts(server)) == 30, 6, "the interrupted edition to be completed", restarted,
              lambda: f"{len(counts(server))} of 30")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "daemon.py Daemon.main/run_daemon: secrets are not checked at start (pipeline.run checks them first): "
+    "with the SMTP password variable unset the daemon starts, and from the first due fire on logs "
+    "'tick failed: ... is not set' every second (the fire stays due for catch_up) without ever exiting"))
+def test_a_missing_secret_stops_the_daemon_at_start(tmp_path, servers, daemons):
+    server = servers()
+    cfg = write_config(tmp_path, server.port)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'security = "none"', f'security = "starttls"\nusername = "papers"\npassword_env = "{PASSWORD_ENV}"'),
+        encoding="utf-8")
+    daemon = daemons(cfg)  # clean_env() leaves PASSWORD_ENV out
+    wait_for(lambda: not daemon.alive(), 3, "the daemon to refuse to start", daemon)
+    assert daemon.proc.returncode == 2 and PASSWORD_ENV in daemon.log, daemon.diagnostics()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "daemon.py InstanceLock.acquire: an OSError creating the store folder or opening `<store>.lock` "
+    "(here: the folder is a file; in production: a read-only or unwritable folder) escapes as a traceback "
+    "with exit 1, instead of an `error: ...` line and exit 2 like every other configuration error"))
+def test_an_unusable_store_folder_is_a_clean_error(tmp_path, servers):
+    server = servers()
+    cfg = write_config(tmp_path, server.port)
+    (tmp_path / "notafolder").write_text("", encoding="utf-8")
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'path = "store.sqlite3"', 'path = "notafolder/store.sqlite3"'), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "digestmail", "--config", str(cfg), "daemon"],
+                            capture_output=True, text=True, timeout=30, cwd=tmp_path, env=clean_env())
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr, \
+        (result.returncode, result.stderr)

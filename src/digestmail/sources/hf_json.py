@@ -190,8 +190,11 @@ def parse(data: str | bytes, today: dt.date) -> Digest:
     if not items:
         raise DigestError("the JSON holds no papers (an empty list)")
 
-    offsets = _item_offsets(text, isinstance(doc, dict))
-    lines = lines_of(text, offsets) if len(offsets) == len(items) else [0] * len(items)
+    if "\n" not in text.rstrip():  # the API's own single-line responses: every item is on line 1
+        lines = [1] * len(items)
+    else:
+        offsets = _item_offsets(text, isinstance(doc, dict))
+        lines = lines_of(text, offsets) if len(offsets) == len(items) else [0] * len(items)
 
     entries: list[Entry] = []
     seen: dict[str, int] = {}

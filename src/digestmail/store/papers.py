@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from .. import identity
 from ..models import Digest, Entry, Paper, Subscriber
@@ -129,8 +130,15 @@ class PapersMixin:
             links: list[tuple[int, int, int, int | None]] = []
             all_keys = [identity.title_keys(e.title) for e in digest.entries]
             known_papers = _Candidates(db, digest.entries, all_keys)
+            # New papers are inserted in one executemany per digest, with ids we hand out ourselves
+            # (safe: BEGIN IMMEDIATE holds the write lock); a row-by-row INSERT cost a third of ingest.
+            next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM papers").fetchone()[0]
+            pending: list[tuple[Any, ...]] = []
+            now = _iso(ingested_at)
             for position, (entry, keys) in enumerate(zip(digest.entries, all_keys)):
                 paper_id = known_papers.find(entry, keys)
+                if paper_id is not None and pending:
+                    self._insert_papers(db, pending)  # an update below must see every row
                 if entry.kind == "replacement":
                     # A revised version: refresh what we know, but it is neither new nor "seen again".
                     if paper_id is not None:
@@ -138,7 +146,8 @@ class PapersMixin:
                         updated += 1
                     continue
                 if paper_id is None:
-                    paper_id = self._insert_paper(db, entry, keys, ingested_at)
+                    paper_id, next_id = next_id, next_id + 1
+                    pending.append(self._paper_row(paper_id, entry, keys, now))
                     known_papers.add(paper_id, entry.arxiv_id, keys)  # a later entry may be the same paper
                     new += 1
                 elif paper_id not in seen:
@@ -146,23 +155,26 @@ class PapersMixin:
                     known += 1
                 seen.add(paper_id)
                 links.append((paper_id, digest_id, position, entry.upvotes))
+            self._insert_papers(db, pending)
             db.executemany("INSERT OR IGNORE INTO paper_digests (paper_id, digest_id, position, upvotes) "
                            "VALUES (?, ?, ?, ?)", links)
         return IngestResult(digest_id, new, known, updated)
 
     @staticmethod
-    def _insert_paper(db: sqlite3.Connection, entry: Entry, keys: identity.TitleKeys, now: dt.datetime) -> int:
-        paper_id = db.execute(
-            "INSERT INTO papers (key, title, abstract, first_seen, arxiv_id, title_norm, title_compact, "
+    def _paper_row(paper_id: int, entry: Entry, keys: identity.TitleKeys, now: str) -> tuple[Any, ...]:
+        return (paper_id, f"arxiv:{entry.arxiv_id}" if entry.arxiv_id else f"title:{keys.normal}", entry.title,
+                entry.abstract, now, entry.arxiv_id, keys.normal, keys.compact, keys.head, keys.tail, keys.folded,
+                _json_list(entry.authors), _json_list(entry.categories), _json_list(entry.keywords), entry.github,
+                entry.project_page, now)
+
+    @staticmethod
+    def _insert_papers(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert the pending new papers and empty the list."""
+        db.executemany(
+            "INSERT INTO papers (id, key, title, abstract, first_seen, arxiv_id, title_norm, title_compact, "
             "title_head, title_tail, title_folded, authors, categories, keywords, github, project_page, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (f"arxiv:{entry.arxiv_id}" if entry.arxiv_id else f"title:{keys.normal}", entry.title, entry.abstract,
-             _iso(now),
-             entry.arxiv_id, keys.normal, keys.compact, keys.head, keys.tail, keys.folded,
-             _json_list(entry.authors), _json_list(entry.categories), _json_list(entry.keywords), entry.github,
-             entry.project_page, _iso(now))).lastrowid
-        assert paper_id is not None
-        return paper_id
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows.clear()
 
     @staticmethod
     def _update_paper(db: sqlite3.Connection, paper_id: int, entry: Entry, now: dt.datetime, *,
