@@ -458,7 +458,7 @@ def test_sixty_papers_stay_under_gmail_clipping_with_an_overflow_list(renderer):
     papers = [long_paper(i) for i in range(60)]
     out = renderer.render(edition(papers))
     assert len(out.html.encode()) < GMAIL_CLIP
-    assert len(message.qp(out.html)) < GMAIL_CLIP  # even as sent, quoted-printable
+    assert message.html_size(out.html) < GMAIL_CLIP  # even as sent, base64
     shown = collapse(visible(out.html))
     cards = out.html.count('<h2 class="dm-ink" dir="auto"')
     assert 10 <= cards < 60
@@ -489,11 +489,15 @@ def test_even_the_title_list_is_cut_when_it_cannot_fit():
     assert "And 59 more papers" in collapse(visible(out.html)) and "more not listed here" in out.html
 
 
-def test_sent_size_bounds_the_quoted_printable_size():
+def test_sent_size_is_the_base64_size_as_sent():
+    import base64
+
     from digestmail import message
 
-    for text in ("plain <a href=\"x\">ascii</a>\n" * 500, "中文标题 日本語 = é" * 800, "🎉=" * 3000):
-        assert len(message.qp(text)) <= render.sent_size(text) <= 1.3 * len(message.qp(text)) + 100
+    for text in ("plain <a href=\"x\">ascii</a>\n" * 500, "中文标题 日本語 = é" * 800, "🎉=" * 3000, "x"):
+        body = message._lines76(message.base64_body(text))
+        assert render.sent_size(text) == len(body)
+        assert base64.b64decode(body).decode("utf-8") == text
 
 
 # -- templates an admin overrides ---------------------------------------------------------------

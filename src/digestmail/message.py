@@ -3,7 +3,8 @@
 We do not hand values to `email.message.EmailMessage`: it costs 6–14 ms a message, and the Python on
 our machines (3.11.7) re-folds encoded words into real CRLFs (CVE-2024-6923). Instead no value with a
 control character is accepted, non-ASCII and anything that looks like an encoded word is base64-encoded
-into RFC 2047 words, and bodies are quoted-printable with CRLF line ends.
+into RFC 2047 words; the text part is quoted-printable (readable as it is) and the HTML part base64,
+both with CRLF line ends.
 """
 
 from __future__ import annotations
@@ -166,6 +167,22 @@ def _phrase_tokens(header: str, name: str) -> list[str]:
     return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
 
 
+def base64_body(text: str) -> bytes:
+    """Base64 in lines of 76 characters with CRLF: the HTML part. Several times cheaper than
+    quoted-printable for markup full of `=` (every attribute), and SpamAssassin scores it the same."""
+    return binascii.b2a_base64(text.encode("utf-8"), newline=False)
+
+
+def _lines76(data: bytes) -> bytes:
+    return b"\r\n".join([data[i:i + 76] for i in range(0, len(data), 76)]) + b"\r\n"
+
+
+def html_size(html: str) -> int:
+    """The exact size of the HTML part's body as sent (base64, 76-character lines, CRLF)."""
+    n = 4 * -(-len(html.encode("utf-8")) // 3)
+    return n + 2 * max(-(-n // 76), 1)
+
+
 def build(rendered: RenderedEmail, *, sender: tuple[str, str], to: tuple[str, str], message_id: str,
           date: dt.datetime, list_headers: ListHeaders | None = None) -> bytes:
     """multipart/alternative (text/plain, then text/html) with From, To, Subject, Date, Message-ID,
@@ -184,11 +201,13 @@ def build(rendered: RenderedEmail, *, sender: tuple[str, str], to: tuple[str, st
         "MIME-Version: 1.0",
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
     ]
-    part_head = "Content-Type: text/{}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    part_head = "Content-Type: text/{}; charset=utf-8\r\nContent-Transfer-Encoding: {}\r\n\r\n"
     out = [
         "\r\n".join(headers).encode("ascii"), b"\r\n\r\n",
-        f"--{boundary}\r\n".encode(), part_head.format("plain").encode(), qp(rendered.text), b"\r\n",
-        f"--{boundary}\r\n".encode(), part_head.format("html").encode(), qp(rendered.html), b"\r\n",
+        f"--{boundary}\r\n".encode(), part_head.format("plain", "quoted-printable").encode(), qp(rendered.text),
+        b"\r\n",
+        f"--{boundary}\r\n".encode(), part_head.format("html", "base64").encode(),
+        _lines76(base64_body(rendered.html)), b"\r\n",
         f"--{boundary}--\r\n".encode(),
     ]
     return b"".join(out)

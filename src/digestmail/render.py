@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 import mjml
 
+from . import message
 from .errors import ConfigError
 from .models import Edition, Match, Paper, Pick, RenderedEmail, Subscriber
 
@@ -114,11 +115,9 @@ def _with_links(parts: list[Part], links: list[tuple[int, int, str]]) -> list[Pa
 
 
 def sent_size(html: str) -> int:
-    """An upper bound of the HTML's size as sent (quoted-printable, as message.py writes it): every
-    `=` and non-ASCII byte becomes three bytes, and a soft line break is added every 73 or so."""
-    raw = html.encode("utf-8")  # counting in bytes is several times faster than in a wide str
-    non_ascii = 2 * (len(raw) - len(html))  # at most: a character of n > 1 bytes adds n - 1
-    return len(raw) + 2 * (raw.count(b"=") + non_ascii) + 3 * (len(raw) // 72 + raw.count(b"\n"))
+    """The HTML's size as sent (base64, as message.py writes it): what Gmail's clipping limit is checked
+    against here, the conservative reading of a limit that is not clearly specified."""
+    return message.html_size(html)
 
 
 def wrap(text: str, indent: str = "", hang: str = "", width: int = TEXT_WIDTH) -> str:
