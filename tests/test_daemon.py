@@ -415,10 +415,6 @@ def test_log_format_json_makes_every_stderr_line_a_json_object(tmp_path, servers
     assert messages[-1] == "daemon stopped", messages
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "APScheduler's own warnings ('Execution of job ... skipped: maximum number of running instances "
-    "reached') go through logging.lastResort as plain text: progress.setup_logging only configures the "
-    "'digestmail' logger, and every 1 s tick (and poll) overlapping a delivery longer than 1 s logs one"))
 def test_log_format_json_holds_during_a_delivery_longer_than_the_tick(tmp_path, servers, daemons):
     server = servers(data_delay=0.8)  # two messages take more than the 1 s tick interval
     cfg = write_config(tmp_path, server.port)
@@ -430,11 +426,6 @@ def test_log_format_json_holds_during_a_delivery_longer_than_the_tick(tmp_path, 
     _json_lines(daemon.log)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon.py Daemon.tick: a schedule with no finished run (schedule_runs empty) starts from `now` at "
-    "every start, so an edition interrupted by SIGTERM during its first-ever fire is not taken up again at "
-    "restart (contrary to the comment 'the next start takes up this wall-clock time again'); the "
-    "remaining subscribers wait for the next fire (with a daily cron: a day)"))
 def test_an_interrupted_first_edition_is_taken_up_at_restart(tmp_path, servers, daemons):
     server = servers(data_delay=0.1)
     (tmp_path / "subscribers.csv").write_text("email,name,query\n" + "".join(
@@ -454,10 +445,6 @@ def test_an_interrupted_first_edition_is_taken_up_at_restart(tmp_path, servers, 
              lambda: f"{len(counts(server))} of 30")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon.py Daemon.main/run_daemon: secrets are not checked at start (pipeline.run checks them first): "
-    "with the SMTP password variable unset the daemon starts, and from the first due fire on logs "
-    "'tick failed: ... is not set' every second (the fire stays due for catch_up) without ever exiting"))
 def test_a_missing_secret_stops_the_daemon_at_start(tmp_path, servers, daemons):
     server = servers()
     cfg = write_config(tmp_path, server.port)
@@ -469,10 +456,6 @@ def test_a_missing_secret_stops_the_daemon_at_start(tmp_path, servers, daemons):
     assert daemon.proc.returncode == 2 and PASSWORD_ENV in daemon.log, daemon.diagnostics()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon.py InstanceLock.acquire: an OSError creating the store folder or opening `<store>.lock` "
-    "(here: the folder is a file; in production: a read-only or unwritable folder) escapes as a traceback "
-    "with exit 1, instead of an `error: ...` line and exit 2 like every other configuration error"))
 def test_an_unusable_store_folder_is_a_clean_error(tmp_path, servers):
     server = servers()
     cfg = write_config(tmp_path, server.port)

@@ -53,8 +53,12 @@ class InstanceLock:
         self.handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="ascii")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="ascii")
+        except OSError as exc:
+            raise ConfigError(f"cannot create the lock file: {exc.strerror}", where=str(self.path),
+                              hint="check [store] path: its folder must exist and be writable") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,10 +111,13 @@ class Daemon:
         now = self.clock()
         with pipeline.open_store(self.config, now) as store:
             for group, schedule in schedules_of(self.config, store):
-                if schedule.name not in self.checked and store.last_schedule_run(schedule.name) is None:
-                    self.checked[schedule.name] = now  # a new schedule starts from now: nothing to catch up
-                since = max(self.checked.get(schedule.name, now - self.config.catch_up), now - self.config.catch_up)
-                fires = [(wall, fire) for wall, fire in due(schedule, since, now)
+                started = store.schedule_started(schedule.name)
+                if started is None:  # a new schedule starts from now: nothing before it to catch up
+                    store.mark_schedule_started(schedule.name, now)
+                    started = now
+                since = max(self.checked.get(schedule.name, now - self.config.catch_up),
+                            now - self.config.catch_up, started)
+                fires = [(wall, fire) for wall, fire in due(schedule, since, now, limit=100_000)
                          if not store.schedule_done(schedule.name, wall)]
                 if fires:
                     # Several missed fires (downtime) make one edition, the latest: coalesced, sent once.
@@ -158,6 +165,7 @@ class Daemon:
                 report = retry_due(store, self.config, transport, now)
             finally:
                 transport.close()
+            self._report(store, admin.problems({"failed": report.failed}, {}), now)
         log.info("retries: %d sent, %d deferred again, %d failed", len(report.sent), len(report.deferred),
                  len(report.failed))
 
@@ -196,13 +204,39 @@ class Daemon:
                 work()
             except DigestmailError as exc:  # logged; the daemon goes on, the next run tries again
                 log.error("%s failed: %s", work.__name__, exc)
-            except Exception:  # noqa: BLE001 - a bug in one job must not end a daemon meant to run for months
+                self._job_failed(work.__name__, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug in one job must not end a daemon meant to run for months
                 log.exception("%s crashed", work.__name__)
+                self._job_failed(work.__name__, f"{type(exc).__name__}: {exc}")
+
+    def _job_failed(self, job: str, error: str) -> None:
+        """Tell the admin (once per period) that a whole job fails; never let that raise."""
+        try:
+            now = self.clock()
+            with Store(self.config.store_path) as store:
+                self._report(store, admin.problems(None, {}, f"the {job} job: {error}"), now)
+        except Exception:  # noqa: BLE001 - the store or the transport is what fails: the log has it
+            log.debug("could not report the failing %s job", job, exc_info=True)
+
+    def check(self) -> None:
+        """Fail at start, not every second later: the store opens, the secrets are there, the DKIM key
+        parses (errors are ConfigError/StoreError: exit 2)."""
+        now = self.clock()
+        with pipeline.open_store(self.config, now):
+            pass
+        if self.config.web is not None:
+            self.config.web.secret()
+        make_transport(self.config).close()
+        if self.config.dkim is not None:
+            from .dkim import DkimSigner
+
+            DkimSigner(self.config.dkim.domain, self.config.dkim.selector, self.config.dkim.key())
 
     async def main(self) -> int:
         lock = InstanceLock(self.config.store_path)
         lock.acquire()
         try:
+            self.check()
             self._locked(self.recover)
             stopped = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -231,11 +265,13 @@ class Daemon:
             # No new jobs, then let the one in flight finish: shutdown() would cancel it.
             scheduler.pause()
             finished = await asyncio.to_thread(self.busy.acquire, True, STOP_GRACE)
-            if finished:
-                self.busy.release()
-            else:
-                log.warning("the job in flight did not finish within %ss; its outbox row is retried at start",
-                            STOP_GRACE)
+            if not finished:
+                # A send stuck longer than the grace: leave now. Its outbox row stays `sending` and is
+                # sent again at the next start, as after a crash (at most one duplicate, never a loss).
+                log.warning("the job in flight did not finish within %ss; stopping anyway", STOP_GRACE)
+                logging.shutdown()
+                os._exit(0)
+            self.busy.release()
             scheduler.shutdown(wait=False)
             log.info("daemon stopped")
             return 0

@@ -47,6 +47,12 @@ def setup_logging(verbose: bool, json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # APScheduler's own lines in the same format; its "skipped: maximum number of running instances"
+    # is expected (a long delivery coalesces the ticks behind it) and only worth a debug line.
+    sched = logging.getLogger("apscheduler")
+    sched.handlers[:] = [handler]
+    sched.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    sched.propagate = False
 
 
 def track(items: Iterable[T], total: int | None, label: str) -> Iterator[T]:

@@ -317,8 +317,19 @@ class PapersMixin:
             db.execute("INSERT OR IGNORE INTO schedule_runs VALUES (?, ?, ?)", (schedule, wall_clock, _iso(now)))
 
     def last_schedule_run(self, schedule: str) -> str | None:
-        row = self.db.execute("SELECT MAX(wall_clock) FROM schedule_runs WHERE schedule = ?", (schedule,)).fetchone()
+        row = self.db.execute("SELECT MAX(wall_clock) FROM schedule_runs WHERE schedule = ? AND "
+                              "wall_clock NOT LIKE 'started %'", (schedule,)).fetchone()
         return row[0]
+
+    # A schedule's first sighting is a row "started <iso time>" in schedule_runs: a daemon never
+    # catches up fires from before a schedule existed, but does resume its first interrupted edition.
+    def schedule_started(self, schedule: str) -> dt.datetime | None:
+        row = self.db.execute("SELECT MIN(wall_clock) FROM schedule_runs WHERE schedule = ? AND "
+                              "wall_clock LIKE 'started %'", (schedule,)).fetchone()
+        return dt.datetime.fromisoformat(row[0].removeprefix("started ")) if row[0] else None
+
+    def mark_schedule_started(self, schedule: str, now: dt.datetime) -> None:
+        self.mark_schedule_done(schedule, f"started {_iso(now)}", now)
 
     def active_subscribers(self, schedule: tuple[str, str] | None = None) -> Iterator[tuple[int, Subscriber]]:
         """Active subscribers in id order (of one schedule when given), read in pages so a large list
