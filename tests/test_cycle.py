@@ -234,3 +234,16 @@ def test_maildir_transport(tmp_path):
     (msg,) = list(box)
     assert msg["To"] == "Ann <a@example.org>" and "Robots That Cook" in msg["Subject"]
     assert not any((tmp_path / "outbox" / "tmp").iterdir())
+
+
+def test_status_shows_the_last_run_and_the_outbox(tmp_path):
+    config = write_config(tmp_path, '[topics]\nx = "robots"\n[[subscribers]]\nemail = "a@example.org"\ntopics = ["x"]\n')
+    (tmp_path / "inbox" / "d.txt").write_text(trending("Nov 20", [("Robots That Cook", "We cook with robots.")]))
+    assert cli("--config", config, "--now", NOW, "run").returncode == 0
+    status = json.loads(cli("--config", config, "--now", NOW, "status", "--json").stdout)
+    run = status["last_runs"]["run"]
+    assert (run["sent"], run["new_papers"], run["failed"], run["at"]) == (1, 1, [], NOW)
+    assert status["outbox"]["sent"] == 1 and status["suppressed"] == []
+    assert status["schedules"][0]["next_run"].startswith("2026-11-24T08:00:00")
+    human = cli("--config", config, "--now", NOW, "status").stdout
+    assert "last run at" in human and "1 sent" in human and "outbox" in human

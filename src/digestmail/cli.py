@@ -271,6 +271,7 @@ def status(obj: Context, as_json: bool) -> int:
         data["outbox"] = store.outbox_counts()
         data["failures"] = store.failures(20)
         data["suppressed"] = store.suppressions()
+        data["last_runs"] = store.last_reports()
         data["schedules"] = []
         for (cron, tz) in store.schedules():
             sched = Schedule(cron or config.schedule.cron, tz or config.schedule.timezone)
@@ -283,7 +284,7 @@ def status(obj: Context, as_json: bool) -> int:
         _echo_json(data)
         return 0
     for k, v in data.items():
-        if k not in ("sources", "outbox", "failures", "suppressed", "schedules"):
+        if k not in ("sources", "outbox", "failures", "suppressed", "schedules", "last_runs"):
             click.echo(f"{k.replace('_', ' '):18} {v if v is not None else '-'}")
     click.echo(f"{'outbox':18} " + ", ".join(f"{n} {state}" for state, n in data["outbox"].items()))
     for f in data["failures"]:
@@ -293,6 +294,9 @@ def status(obj: Context, as_json: bool) -> int:
         click.echo(f"  {s['email']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else "") + f" since {s['at']}")
     for s in data["schedules"]:
         click.echo(f"schedule {s['schedule']}: last {s['last_run'] or 'never'}, next {s['next_run'] or '-'}")
+    for kind, r in data["last_runs"].items():
+        click.echo(f"last {kind} at {r['at']}: {r.get('sent', 0)} sent, {len(r.get('deferred', []))} deferred, "
+                   f"{len(r.get('failed', []))} failed, {r.get('skipped', 0)} skipped")
     for name, h in data["sources"].items():
         line = f"source {name}: {h['state']}"
         if h["silent_for"] is not None:

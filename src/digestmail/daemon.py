@@ -144,6 +144,9 @@ class Daemon:
             transport.close()
         log.info("%s at %s: %d sent, %d deferred, %d failed, %d skipped", schedule.name, wall,
                  len(report.sent), len(report.deferred), len(report.failed), len(report.skipped))
+        store.save_report(f"schedule {schedule.name}", {
+            "wall_clock": wall, "sent": len(report.sent), "deferred": report.deferred[:50],
+            "failed": report.failed[:50], "skipped": len(report.skipped)}, now)
         self._report(store, admin.problems({"failed": report.failed}, {}), now)
 
     def _report(self, store: Store, found: list[admin.Problem], now: dt.datetime) -> None:

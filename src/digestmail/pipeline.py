@@ -271,10 +271,21 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
             delivery = deliver_all(store, config, transport, now, progress)
             report = RunReport(ingested, delivery, transport.name, health, store.outbox_counts(),
                                len(store.suppressions()))
+            store.save_report("run", _summary(report.as_dict()), now)
             notify_admin(store, config, transport, admin.problems(report.as_dict(), health), now)
         finally:
             transport.close()
         return report
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """A run report small enough to keep: counts, and the addresses that failed or were deferred."""
+    ingest = report.get("ingest", {})
+    return {"ingested": ingest.get("ingested", 0), "rejected": ingest.get("rejected", 0),
+            "new_papers": ingest.get("new_papers", 0), "sent": len(report.get("sent", [])),
+            "deferred": report.get("deferred", [])[:50], "failed": report.get("failed", [])[:50],
+            "skipped": report.get("skipped", 0), "skipped_by_reason": report.get("skipped_by_reason", {}),
+            "recovered": report.get("recovered", 0)}
 
 
 def source_health_now(store: Store, config: Config, now: dt.datetime) -> dict[str, dict[str, Any]]:

@@ -258,7 +258,7 @@ def _tokens(source: str) -> Iterator[_Tok]:
             end += 1
         text = source[pos:end]
         rest = text.lstrip("-")  # `-word`, `--word`, `-(…)`, `-"…"` are NOTs; `-` or `---` alone is a bad term
-        if c == "-" and (any(ch.isalnum() for ch in rest) or (not rest and end < n and source[end] in '("')):
+        if c == "-" and (_WORD.search(rest) is not None or (not rest and end < n and source[end] in '("')):
             yield _Tok("NOT", pos, pos + 1, "-")
             pos += 1
             continue

@@ -61,7 +61,7 @@ class Selector:
     now: dt.datetime
     # Bounded: subscribers stream past once each, but neighbours often share the same topics.
     _plans: OrderedDict[tuple[tuple[str, ...], str, str], Plan] = field(default_factory=OrderedDict)
-    _leaves: dict[str, tuple[tuple[str, tuple[int, int, int]], ...]] = field(default_factory=dict)
+    _leaves: dict[str, tuple[tuple[object, tuple[int, int, int]], ...]] = field(default_factory=dict)
     _found: dict[tuple[str, int], list[rules.Hit]] = field(default_factory=dict)
 
     def plan(self, sub: Subscriber) -> Plan:
@@ -85,14 +85,14 @@ class Selector:
             self._plans.popitem(last=False)
         return plan
 
-    def _rule_leaves(self, rule: rules.Rule) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+    def _rule_leaves(self, rule: rules.Rule) -> tuple[tuple[object, tuple[int, int, int]], ...]:
         """Per distinct term of a rule: a key, and the papers with it in the title, authors, abstract."""
         found = self._leaves.get(rule.source)
         if found is None:
             out = {}
             for node, scope in positive_leaves(rule.ast):
                 masks = tuple(self.index.mask(node, (f,)) if f in scope else 0 for f in ("title", "author", "abstract"))
-                out[f"{node}|{','.join(scope)}"] = masks
+                out[(node, scope)] = masks
             found = self._leaves[rule.source] = tuple(out.items())
         return found
 

@@ -178,3 +178,11 @@ CREATE TABLE admin_reports (
     reported_at TEXT NOT NULL
 );
 """))
+# The latest report of each kind of run ("run", a daemon's schedule), for `status`.
+migration(("0013_run_reports", """
+CREATE TABLE run_reports (
+    kind TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    report TEXT NOT NULL
+);
+"""))

@@ -11,6 +11,7 @@ the server before the crash, so that is at most one duplicate per crash, and nev
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -159,3 +160,16 @@ class OutboxMixin:
         with self.transaction() as db:
             db.executemany("INSERT INTO admin_reports VALUES (?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
                            "reported_at = excluded.reported_at", [(fp, _iso(now)) for fp in fingerprints])
+
+    # -- run reports ----------------------------------------------------------------------------
+
+    def save_report(self, kind: str, report: dict[str, object], now: dt.datetime) -> None:
+        """Keep the latest report of this kind of run (what `status` shows as the last run)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO run_reports VALUES (?, ?, ?) ON CONFLICT (kind) DO UPDATE SET "
+                       "at = excluded.at, report = excluded.report",
+                       (kind, _iso(now), json.dumps(report, default=str)))
+
+    def last_reports(self) -> dict[str, dict[str, object]]:
+        return {kind: {"at": at, **json.loads(report)} for kind, at, report in
+                self.db.execute("SELECT kind, at, report FROM run_reports ORDER BY at")}
