@@ -10,6 +10,7 @@ the refused address none, reported as failed and suppressed, and never tried aga
 from __future__ import annotations
 
 import datetime as dt
+import time
 import email
 import email.policy
 from pathlib import Path
@@ -274,3 +275,25 @@ def test_sender_refused_suppresses_no_recipient(tmp_path):
         code, report, _ = run_json(cfg, now=iso(NOW))
         assert code == 1
         assert report["suppressed"] == 0, report["failed"]
+
+
+def test_rate_limits_hold_and_the_hourly_cap_defers_the_rest(tmp_path):
+    """rate_per_second spaces the messages out; max_per_hour sends that many, defers the rest, and counts
+    across runs: the next run within the hour sends nothing new, the one an hour later the rest."""
+    subscribers = [f"r{i}@example.org" for i in range(5)]
+    with SmtpServer() as server:
+        cfg = write_config(tmp_path, server.port, subscribers)
+        cfg.write_text(cfg.read_text().replace('[delivery.smtp]\n', '[delivery.smtp]\nrate_per_second = 10\n'
+                                               'max_per_hour = 3\n'))
+        started = time.monotonic()
+        code, first, stderr = run_json(cfg, now=iso(NOW))
+        elapsed = time.monotonic() - started
+        assert code == 1, stderr
+        assert len(first["sent"]) == 3 and len(first["deferred"]) == 2
+        assert all("max_per_hour (3) reached" in d["error"] for d in first["deferred"])
+        assert elapsed >= 0.2  # three messages at 10 a second: at least two gaps of 0.1 s
+        code, second, stderr = run_json(cfg, now=iso(NOW + dt.timedelta(minutes=5)))
+        assert [s for s in second["sent"]] == [], (second, stderr)  # still the same hour: the cap holds
+        code, third, stderr = run_json(cfg, now=iso(NOW + dt.timedelta(hours=2)))
+        assert code == 0 and len(third["sent"]) == 2, (third, stderr)
+        assert sorted(a for m in server.messages for a in m.rcpt_tos) == sorted(subscribers)

@@ -105,6 +105,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "password_env": Key(str, "", "name of the environment variable holding the password"),
         "timeout": Key(int, 30, "seconds to wait for the server at each step"),
         "ca_file": Key(str, "", "PEM file of CA certificates to trust instead of the system's"),
+        "rate_per_second": Key(int, 0, "at most this many messages a second (0: as fast as the server takes them)"),
+        "max_per_hour": Key(int, 0, "at most this many messages an hour; the rest are deferred (0: no limit)"),
     },
     "render": {
         "title": Key(str, "Trending Papers", "the newsletter's name, at the top of every email and in its List-Id"),
@@ -234,6 +236,8 @@ class SmtpSettings:
     password_env: str
     timeout: int
     ca_file: Path | None
+    rate_per_second: int = 0
+    max_per_hour: int = 0
 
     def password(self) -> str | None:
         """The password from the environment (never from the file); None when no login is configured."""
@@ -470,7 +474,8 @@ def _imap(values: Mapping[str, Any], base: Path, where: str) -> ImapSettings:
     port = v["port"] or (993 if v["security"] == "tls" else 143)
     return ImapSettings(host=v["host"], port=port, security=v["security"], username=v["username"],
                         password_env=v["password_env"], folder=v["folder"], after=v["after"],
-                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None)
+                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None,
+                        rate_per_second=v["rate_per_second"], max_per_hour=v["max_per_hour"])
 
 
 def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
@@ -486,9 +491,13 @@ def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
     if v["username"] and not v["password_env"]:
         raise ConfigError("a username needs password_env (the variable holding the password)",
                           where=f"{where}: delivery.smtp.password_env")
+    for key in ("rate_per_second", "max_per_hour", "timeout"):
+        if v[key] < 0:
+            raise ConfigError(f"{key} cannot be negative", where=f"{where}: delivery.smtp.{key}")
     return SmtpSettings(host=v["host"], port=v["port"] or _DEFAULT_PORTS[v["security"]],
                         security=v["security"], username=v["username"], password_env=v["password_env"],
-                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None)
+                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None,
+                        rate_per_second=v["rate_per_second"], max_per_hour=v["max_per_hour"])
 
 
 def _check_keys(section: Mapping[str, Any], known: set[str], prefix: str, where: str) -> None:

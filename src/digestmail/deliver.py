@@ -151,6 +151,7 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
     """
     builder = Builder.for_store(config, store, now)
     deliverer = Deliverer(store, config, builder, transport, now)
+    _count_last_hour(store, transport, now)
     if recover:
         deliverer.report.recovered = store.recover_sending(now)
         if deliverer.report.recovered:
@@ -176,8 +177,16 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
 def retry_due(store: Store, config: Config, transport: Transport, now: dt.datetime) -> DeliveryReport:
     """Only the retries: editions deferred earlier whose time has come (the daemon runs this often)."""
     deliverer = Deliverer(store, config, Builder(config, [], now), transport, now)
+    _count_last_hour(store, transport, now)
     deliverer.retry_due()
     return deliverer.report
+
+
+def _count_last_hour(store: Store, transport: Transport, now: dt.datetime) -> None:
+    """An hourly limit spans runs: tell the transport what the last hour already sent."""
+    counted = getattr(transport, "already_sent", None)
+    if counted is not None:
+        counted(store.sent_since(now - dt.timedelta(hours=1)))
 
 
 __all__ = ["DeliveryReport", "Deliverer", "Pick", "deliver_all", "next_attempt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import socket
@@ -119,6 +120,29 @@ class SmtpTransport:
         self._runner = asyncio.Runner()
         self._client: aiosmtplib.SMTP | None = None
         self._last_used = 0.0
+        self._next_slot = 0.0  # rate_per_second: the earliest monotonic time the next message may go
+        self._sent_at: collections.deque[float] = collections.deque()  # max_per_hour: sends in the last hour
+
+    def already_sent(self, count: int) -> None:
+        """Messages sent within the last hour before this transport existed (they count towards max_per_hour)."""
+        now = time.monotonic()
+        self._sent_at.extend([now] * count)
+
+    def _throttle(self) -> None:
+        """Hold to rate_per_second; refuse (a temporary failure, so deferred) beyond max_per_hour."""
+        s = self.settings
+        now = time.monotonic()
+        if s.max_per_hour:
+            while self._sent_at and now - self._sent_at[0] >= 3600:
+                self._sent_at.popleft()
+            if len(self._sent_at) >= s.max_per_hour:
+                raise DeliveryError(f"max_per_hour ({s.max_per_hour}) reached", where=self._where,
+                                    hint="the rest is deferred and retried later; raise [delivery.smtp] max_per_hour "
+                                         "if your provider allows more")
+        if s.rate_per_second:
+            if self._next_slot > now:
+                time.sleep(self._next_slot - now)
+            self._next_slot = max(now, self._next_slot) + 1.0 / s.rate_per_second
 
     def _tls_context(self) -> ssl.SSLContext:
         cafile = str(self.settings.ca_file) if self.settings.ca_file else None
@@ -208,8 +232,11 @@ class SmtpTransport:
             self._client = None
 
     def send(self, data: bytes, envelope: Envelope, key: str) -> None:
+        self._throttle()
         try:
             self._runner.run(self._send(data, envelope))
+            if self.settings.max_per_hour:
+                self._sent_at.append(time.monotonic())
         except (aiosmtplib.SMTPException, OSError) as exc:  # dropped, timed out, TLS refused: retried later
             self._client = None
             raise DeliveryError(f"SMTP failed: {exc}", where=f"{self.settings.host}:{self.settings.port}",

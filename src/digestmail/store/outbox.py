@@ -113,6 +113,11 @@ class OutboxMixin:
             f"WHERE o.subscriber_id = ? AND o.state IN ({','.join('?' * len(PENDING))})",
             (subscriber_id, *PENDING))}
 
+    def sent_since(self, moment: dt.datetime) -> int:
+        """Editions marked sent at or after `moment` (what an hourly sending limit counts)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND updated_at >= ?",
+                                   (_iso(moment),)).fetchone()[0])
+
     def outbox_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "sending", "sent", "deferred", "failed"), 0)
         counts.update(dict(self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()))
