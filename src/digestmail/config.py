@@ -149,6 +149,14 @@ def parse_duration(text: str, where: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
+def secret(variable: str, key: str, hint: str) -> str:
+    """A secret from the environment variable the config names at `key`; never from the file itself."""
+    value = os.environ.get(variable) if variable else None
+    if not value:
+        raise ConfigError(f"the environment variable {variable or '(none named)'} is not set", where=key, hint=hint)
+    return value
+
+
 @dataclass(frozen=True)
 class SourceSettings:
     """One place digests arrive from, and how often the admin expects something there."""
@@ -173,12 +181,8 @@ class ImapSettings:
     ca_file: Path | None
 
     def password(self) -> str:
-        value = os.environ.get(self.password_env) if self.password_env else None
-        if value is None:
-            raise ConfigError(f"the environment variable {self.password_env or '(none named)'} is not set",
-                              where="sources.imap.password_env",
-                              hint="export the IMAP password in the variable named by password_env")
-        return value
+        return secret(self.password_env, "sources.imap.password_env", "export the IMAP password in the "
+                      "variable named by password_env")
 
 
 @dataclass(frozen=True)
@@ -192,12 +196,8 @@ class WebSettings:
     unsubscribe_mailto: str
 
     def secret(self) -> bytes:
-        value = os.environ.get(self.secret_env) if self.secret_env else None
-        if not value:
-            raise ConfigError(f"the environment variable {self.secret_env or '(none named)'} is not set",
-                              where="web.secret_env",
-                              hint="export a long random key there, e.g. `openssl rand -hex 32`")
-        return value.encode()
+        return secret(self.secret_env, "web.secret_env",
+                      "export a long random key there, e.g. `openssl rand -hex 32`").encode()
 
 
 @dataclass(frozen=True)
@@ -243,12 +243,8 @@ class SmtpSettings:
         """The password from the environment (never from the file); None when no login is configured."""
         if not self.username:
             return None
-        value = os.environ.get(self.password_env) if self.password_env else None
-        if value is None:
-            raise ConfigError(f"the environment variable {self.password_env or '(none named)'} is not set",
-                              where="delivery.smtp.password_env",
-                              hint="export the SMTP password in the variable named by password_env")
-        return value
+        return secret(self.password_env, "delivery.smtp.password_env", "export the SMTP password in the "
+                      "variable named by password_env")
 
 
 @dataclass(frozen=True)
@@ -474,8 +470,7 @@ def _imap(values: Mapping[str, Any], base: Path, where: str) -> ImapSettings:
     port = v["port"] or (993 if v["security"] == "tls" else 143)
     return ImapSettings(host=v["host"], port=port, security=v["security"], username=v["username"],
                         password_env=v["password_env"], folder=v["folder"], after=v["after"],
-                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None,
-                        rate_per_second=v["rate_per_second"], max_per_hour=v["max_per_hour"])
+                        timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None)
 
 
 def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
