@@ -158,7 +158,7 @@ def test_realistic_rules_over_the_seeds(shared, rule):
     got = {p.title for p in index.papers_in(index.match(compile_rule(rule)))}
     expected = {p.title for p in papers if REALISTIC[rule](toks(p.title), toks(p.abstract))}
     assert got == expected
-    assert all(compile_rule(rule).matches(index.fields[index.position[p.id]]) == (p.title in got) for p in papers)
+    assert all(compile_rule(rule).matches(index.fields(index.position[p.id])) == (p.title in got) for p in papers)
 
 
 @pytest.mark.shared

@@ -207,7 +207,7 @@ def rules_test(obj: Context, query: str, since: dt.datetime | None, as_json: boo
         dates = store.digest_dates_of(p.id for p in matched)
     results = []
     for p in matched:
-        hits = rule.find(index.fields[index.position[p.id]])
+        hits = rule.find(index.fields(index.position[p.id]))
         results.append((p, hits))
     if as_json:
         _echo_json({"query": query, "normalised": str(rule), "papers": [

@@ -14,6 +14,7 @@ the top k of a tie is taking its k lowest set bits.
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,8 @@ from .models import Paper
 from .rules import And, Field, Node, Not, Or, Phrase, Prefix, Term
 
 _EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+FIELDS_CACHE = 512  # tokenised papers kept for explanations (~50 KB each with their word index)
+RULES_CACHE = 16384
 
 
 def paper_fields(paper: Paper) -> dict[str, rules.Words]:
@@ -49,6 +52,7 @@ class PaperIndex:
         self.papers = [p for _, p in ranked]
         self.standing = [s for s, _ in ranked]
         self.all = (1 << len(self.papers)) - 1
+        self._fields: OrderedDict[int, dict[str, rules.Words]] = OrderedDict()  # for explanations
         # "Papers since T": one mask per distinct ingest time, OR-ed from the newest down.
         by_time: dict[dt.datetime, int] = {}
         for i, p in enumerate(self.papers):
@@ -58,25 +62,39 @@ class PaperIndex:
         self._since = [0] * (len(self._times) + 1)
         for j in range(len(self._times) - 1, -1, -1):
             self._since[j] = self._since[j + 1] | by_time[self._times[j]]
-        self.fields = [paper_fields(p) for p in self.papers]
         self.position = {p.id: i for i, p in enumerate(self.papers)}
         self._words: dict[str, dict[str, int]] = {f: {} for f in rules.FIELDS}  # folded word -> mask
         self._raw: dict[str, dict[str, int]] = {f: {} for f in rules.FIELDS}  # unfolded word -> mask
-        for i, fields in enumerate(self.fields):
+        # Tokens with offsets take ~45 KB a paper: they are used here and dropped; what stays is the
+        # bitmasks and each field's folded words as one string (for phrases). Explanations, for the
+        # few papers an email shows, tokenise again (fields(), cached).
+        self._joins: dict[tuple[int, str], str] = {}
+        for i, paper in enumerate(self.papers):
             bit = 1 << i
-            for name, toks in fields.items():
+            for name, toks in paper_fields(paper).items():
                 folded, raw = self._words[name], self._raw[name]
                 for w, _, _ in toks:
                     folded[w] = folded.get(w, 0) | bit
                 for w in toks.raw:
                     raw[w] = raw.get(w, 0) | bit
+                self._joins[(i, name)] = " " + " ".join(w for w, _, _ in toks) + " "
         self._sorted: dict[str, list[str]] = {}
-        self._joins: dict[tuple[int, str], str] = {}
         self._rules: dict[str, int] = {}
         self._cache: dict[tuple[Node, tuple[str, ...]], int] = {}
 
     def __len__(self) -> int:
         return len(self.papers)
+
+    def fields(self, i: int) -> dict[str, rules.Words]:
+        """Paper i's tokenised fields (with offsets, for hits and highlights), the most recently used kept."""
+        found = self._fields.get(i)
+        if found is None:
+            if len(self._fields) >= FIELDS_CACHE:
+                self._fields.popitem(last=False)
+            found = self._fields[i] = paper_fields(self.papers[i])
+        else:
+            self._fields.move_to_end(i)  # least recently used goes first: popular papers stay
+        return found
 
     def since(self, moment: dt.datetime) -> int:
         """The papers last ingested at or after `moment`."""
@@ -94,6 +112,9 @@ class PaperIndex:
         hashing a tree of nodes is not)."""
         found = self._rules.get(rule.source)
         if found is None:
+            if len(self._rules) >= RULES_CACHE:  # bounded: 100k subscribers' own queries pass through once
+                self._rules.clear()
+                self._cache.clear()
             found = self._rules[rule.source] = self.mask(rule.ast, rules.DEFAULT_SCOPE)
         return found
 
@@ -155,11 +176,7 @@ class PaperIndex:
 
     def _joined(self, i: int, field: str) -> str:
         """A field's folded words as " w1 w2 … ": a phrase is then a substring test done in C."""
-        key = (i, field)
-        text = self._joins.get(key)
-        if text is None:
-            text = self._joins[key] = " " + " ".join(w for w, _, _ in self.fields[i][field]) + " "
-        return text
+        return self._joins[(i, field)]
 
 
 def _union(masks: Iterator[int] | Sequence[int]) -> int:

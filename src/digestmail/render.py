@@ -27,6 +27,7 @@ from . import message
 from .errors import ConfigError
 from .models import Edition, Match, Paper, Pick, RenderedEmail, Subscriber
 
+_CACHE_LIMIT = 2048  # entries per cache (a rendered card is a few KB); cleared when full: memory stays flat
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 SUBJECT_TEMPLATE = "subject.txt.j2"
@@ -333,6 +334,8 @@ class Renderer:
         if out is None:
             if len(self._wrapped) > 200_000:
                 self._wrapped.clear()
+            if len(self._wrapped) >= _CACHE_LIMIT:  # bounded across a 100k-subscriber run
+                self._wrapped.clear()
             out = self._wrapped[key] = wrap(text, indent, hang, width)
         return out
 
@@ -365,6 +368,8 @@ class Renderer:
             "text_abstract": self._text(trim(_SPACE.sub(" ", paper.abstract), self.abstract_chars)),
             "text_links": "\n".join(f"   {l.label}: {l.url}" for l in links),
         }
+        if len(self._static) >= _CACHE_LIMIT:
+            self._static.clear()
         found = self._static[key] = _Static(fields, abstract, tuple(t for t in all_urls if t[1] <= kept))
         return found
 
@@ -406,6 +411,8 @@ class Renderer:
                                       hang="     ").replace("\0", " "),
         })
         if len(self._picked) > 50_000:
+            self._picked.clear()
+        if len(self._picked) >= _CACHE_LIMIT:
             self._picked.clear()
         self._picked[key] = found
         return found

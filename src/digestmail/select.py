@@ -29,6 +29,7 @@ from .models import Edition, Match, Paper, Pick, Subscriber
 
 TITLE, AUTHOR, ABSTRACT = 3, 2, 1
 PLAN_CACHE = 4096
+RULE_CACHE = 8192
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Selector:
             for node, scope in positive_leaves(rule.ast):
                 masks = tuple(self.index.mask(node, (f,)) if f in scope else 0 for f in ("title", "author", "abstract"))
                 out[(node, scope)] = masks
+            if len(self._leaves) >= RULE_CACHE:  # own queries are mostly seen once: keep memory flat
+                self._leaves.clear()
             found = self._leaves[rule.source] = tuple(out.items())
         return found
 
@@ -152,7 +155,7 @@ class Selector:
     def explain(self, sub: Subscriber, paper: Paper) -> Match:
         """Which topics brought this paper, the words they hit (with offsets), and a one-line reason."""
         plan = self.plan(sub)
-        fields = self.index.fields[self.index.position[paper.id]]
+        fields = self.index.fields(self.index.position[paper.id])
         texts = {"title": paper.title, "abstract": paper.abstract, "author": ", ".join(paper.authors)}
         topics: list[str] = []
         hits: list[rules.Hit] = []
@@ -163,6 +166,8 @@ class Selector:
             key = (rule.source, paper.id)
             found = self._found.get(key)
             if found is None:
+                if len(self._found) >= RULE_CACHE * 4:
+                    self._found.clear()
                 found = self._found[key] = rule.find(fields)
             topics.append(name)
             hits.extend(found)
