@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import dkim, ingest, render, select, smtp
+from . import cycle, dkim, ingest, render, select, smtp
 
 # name, function, full-size arguments, quick arguments, (metric, target, "min"|"max"), what it means
 STAGES: list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any], tuple[str, float, str], str]] = [
@@ -29,6 +29,9 @@ STAGES: list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any], dict[str,
      ("emails_per_s", 1_500, "min"), "P2: render + MIME, emails/s on one core (ref: MJML per email + EmailMessage)"),
     ("smtp", smtp.measure, {"n": 2000}, {"n": 20},
      ("ratio_to_smtp_source", 0.4, "min"), "SMTP transport to smtp-sink, as a share of smtp-source's rate (same sink, run)"),
+    ("cycle", cycle.measure, {"subscribers": 10_000, "papers": 1_000}, {"subscribers": 30, "papers": 100},
+     ("wall_ratio_to_smtp_source", 3.0, "max"),
+     "P1: a whole `run` (10k subscribers) to smtp-sink, wall time / smtp-source's for as many messages"),
     ("dkim", dkim.measure, {}, {"rounds": 1, "seconds": 0.2},
      ("signatures_per_s", 1_000, "min"), "P6: DKIM signatures/s, ~93 KB message (ref: dkimpy)"),
 ]

@@ -55,10 +55,12 @@ class Deliverer:
         self.report = DeliveryReport()
         self.touched: set[int] = set()  # subscribers whose edition failed or was deferred in this run
 
-    def send(self, oid: int, edition: Edition, attempts: int, matched: int | None = None) -> None:
-        """Hand one queued edition over and record what happened."""
+    def send(self, oid: int, edition: Edition, attempts: int, matched: int | None = None, *,
+             marked: bool = False) -> None:
+        """Hand one queued edition over and record what happened (`marked`: already `sending`)."""
         sub = edition.subscriber
-        self.store.mark_sending(oid, self.now)
+        if not marked:
+            self.store.mark_sending(oid, self.now)
         try:
             _, data = self.builder.build(edition)
             self.transport.send(data, Envelope(self.builder.sender[1], (sub.email,)), edition.key)
@@ -134,9 +136,9 @@ class Deliverer:
             return
         edition = Edition(subscriber=sub, subscriber_id=sid, picks=choice.picks, created=moment, key=key)
         oid = self.store.queue_edition(key, sid, self.builder.message_id(edition), moment,
-                                       [p.paper.id for p in choice.picks])
+                                       [p.paper.id for p in choice.picks], sending=True)
         if oid is not None:
-            self.send(oid, edition, 0, choice.matched)
+            self.send(oid, edition, 0, choice.matched, marked=True)
 
 
 def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,

@@ -24,7 +24,7 @@ from .models import Paper
 from .rules import And, Field, Node, Not, Or, Phrase, Prefix, Term
 
 _EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-FIELDS_CACHE = 512  # tokenised papers kept for explanations (~50 KB each with their word index)
+FIELDS_CACHE = 1024  # tokenised papers kept for explanations (~50 KB each with their word index)
 RULES_CACHE = 16384
 
 

@@ -27,7 +27,7 @@ from . import message
 from .errors import ConfigError
 from .models import Edition, Match, Paper, Pick, RenderedEmail, Subscriber
 
-_CACHE_LIMIT = 2048  # entries per cache (a rendered card is a few KB); cleared when full: memory stays flat
+_CACHE_LIMIT = 4096  # entries per cache (a rendered card is a few KB); cleared when full: memory stays flat
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 SUBJECT_TEMPLATE = "subject.txt.j2"

@@ -46,13 +46,15 @@ class OutboxMixin:
         return self.db.execute("SELECT 1 FROM outbox WHERE edition_key = ?", (key,)).fetchone() is not None
 
     def queue_edition(self, key: str, subscriber_id: int, message_id: str, created: dt.datetime,
-                      paper_ids: Iterable[int]) -> int | None:
-        """Queue one edition with its papers; None when that edition key exists already (a re-run)."""
+                      paper_ids: Iterable[int], *, sending: bool = False) -> int | None:
+        """Queue one edition with its papers (already `sending`, one transaction saved, when it is sent
+        right away); None when that edition key exists already (a re-run)."""
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO outbox (edition_key, subscriber_id, message_id, created_at, state, "
-                "updated_at) VALUES (?, ?, ?, ?, 'queued', ?)",
-                (key, subscriber_id, message_id, _iso(created), _iso(created)))
+                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, subscriber_id, message_id, _iso(created), "sending" if sending else "queued",
+                 1 if sending else 0, _iso(created)))
             if not cur.rowcount:
                 return None
             oid = cur.lastrowid
