@@ -7,7 +7,6 @@ it only our numbers are printed. `python3 -m bench.dkim`
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import time

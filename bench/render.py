@@ -3,7 +3,6 @@ bytes) for ~10-paper editions, beside the naive way (MJML compiled per subscribe
 
 from __future__ import annotations
 
-import datetime as dt
 import email.message
 import email.policy
 import random
