@@ -466,3 +466,21 @@ def test_an_unusable_store_folder_is_a_clean_error(tmp_path, servers):
                             capture_output=True, text=True, timeout=30, cwd=tmp_path, env=clean_env())
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr, \
         (result.returncode, result.stderr)
+
+
+def test_run_refuses_while_the_store_is_held(tmp_path):
+    """`run` next to a daemon (or an overlapping cron run) exits 2 instead of delivering twice."""
+    from digestmail.daemon import InstanceLock
+
+    from .conftest import cli as run_cli_simple
+    from .conftest import write_config as simple_config
+
+    config = simple_config(tmp_path, '[topics]\nx = "robots"\n[[subscribers]]\nemail = "a@example.org"\ntopics = ["x"]\n')
+    lock = InstanceLock(tmp_path / "store.sqlite3")
+    lock.acquire()
+    try:
+        result = run_cli_simple("--config", config, "run")
+        assert result.returncode == 2 and "already running" in result.stderr
+    finally:
+        lock.release()
+    assert run_cli_simple("--config", config, "run").returncode == 0

@@ -104,8 +104,18 @@ def ingest(obj: Context, paths: tuple[Path, ...], as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as one JSON object.")
 @click.pass_obj
 def run(obj: Context, as_json: bool) -> int:
-    """Ingest the inbox, then send each subscriber one email with their unsent matching papers."""
-    report = pipeline.run(obj.config, obj.now, progress.track)
+    """Ingest the inbox, then send each subscriber one email with their unsent matching papers.
+
+    One delivery at a time per store: while a daemon (or another run) holds the store, this exits 2.
+    """
+    from .daemon import InstanceLock
+
+    lock = InstanceLock(obj.config.store_path)
+    lock.acquire()  # two deliveries at once could pick the same papers for the same subscriber
+    try:
+        report = pipeline.run(obj.config, obj.now, progress.track)
+    finally:
+        lock.release()
     if as_json:
         _echo_json(report.as_dict())
     else:
