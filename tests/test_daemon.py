@@ -484,3 +484,23 @@ def test_run_refuses_while_the_store_is_held(tmp_path):
     finally:
         lock.release()
     assert run_cli_simple("--config", config, "run").returncode == 0
+
+
+def test_sighup_applies_a_new_poll_interval(tmp_path, servers, daemons):
+    """Polling every hour, then SIGHUP with poll_interval = 1s: a digest dropped after it is delivered."""
+    server = servers()
+    cfg = write_config(tmp_path, server.port)
+    fast = cfg.read_text(encoding="utf-8")
+    cfg.write_text(fast.replace('poll_interval = "1s"', 'poll_interval = "1h"'), encoding="utf-8")
+    daemon = daemons(cfg)
+    daemon.wait_log("daemon started", 15)
+    time.sleep(1.5)  # the first poll, at start, has run: the next one would be an hour away
+    drop(tmp_path, "2026-11-22.txt", DIGEST_1)
+    time.sleep(2.5)
+    assert sum(counts(server).values()) == 0, daemon.diagnostics()
+    cfg.write_text(fast, encoding="utf-8")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("SIGHUP: config reloaded", 10)
+    wait_for(lambda: sum(counts(server).values()) >= 1, 15, "delivery once polling every second", daemon,
+             lambda: str(counts(server)))
+    assert daemon.stop() == 0, daemon.diagnostics()

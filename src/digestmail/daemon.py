@@ -93,6 +93,7 @@ class Daemon:
         self.stop = threading.Event()
         self.busy = threading.Lock()
         self.checked: dict[str, dt.datetime] = {}  # per schedule: fire times up to here are handled
+        self.scheduler: AsyncIOScheduler | None = None
 
     # -- the jobs (synchronous; run in a worker thread, one at a time) -------------------------------
 
@@ -186,7 +187,14 @@ class Daemon:
         except DigestmailError as exc:
             log.error("SIGHUP: the new config is invalid, keeping the old one: %s", exc)
             return
+        if config.store_path != self.config.store_path:
+            log.error("SIGHUP: [store] path changed; restart the daemon to move to the new store (kept %s)",
+                      self.config.store_path)
+            return
+        old_poll = self.config.poll_interval
         self.config = config
+        if config.poll_interval != old_poll and self.scheduler is not None:
+            self.scheduler.reschedule_job("poll", trigger="interval", seconds=config.poll_interval.total_seconds())
         log.info("SIGHUP: config reloaded from %s", self.config_path)
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -252,7 +260,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, self._locked, self.reload))
-            scheduler = AsyncIOScheduler(timezone=dt.timezone.utc, job_defaults={
+            scheduler = self.scheduler = AsyncIOScheduler(timezone=dt.timezone.utc, job_defaults={
                 "coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
             start = dt.datetime.now(dt.timezone.utc)
             poll_s = self.config.poll_interval.total_seconds()
