@@ -17,8 +17,7 @@ from .config import Config, config_path, load_config
 from .errors import ConfigError, DigestmailError, RuleError
 from .index import PaperIndex
 from .rules import compile_rule
-from .health import source_health
-from .schedule import Schedule, next_fire
+from .schedule import next_fire
 from .store import Store
 
 log = logging.getLogger("digestmail")
@@ -277,19 +276,16 @@ def status(obj: Context, as_json: bool) -> int:
         data: dict[str, Any] = dict(store.counts())
         last_date, last_ingest = store.last_ingest()
         data["last_digest_date"], data["last_ingest"] = last_date, last_ingest
-        recorded = store.source_status()
+        data["sources"] = pipeline.source_health_now(store, config, obj.now)
         data["outbox"] = store.outbox_counts()
         data["failures"] = store.failures(20)
         data["suppressed"] = store.suppressions()
         data["last_runs"] = store.last_reports()
         data["schedules"] = []
-        for (cron, tz) in store.schedules():
-            sched = Schedule(cron or config.schedule.cron, tz or config.schedule.timezone)
+        for _, sched in pipeline.schedules_of(config, store):
             nxt = next_fire(sched, obj.now)
             data["schedules"].append({"schedule": sched.name, "last_run": store.last_schedule_run(sched.name),
                                       "next_run": nxt.isoformat() if nxt else None})
-    data["sources"] = {src.name: source_health(recorded.get(src.name), src.expect_every, obj.now)
-                       for src in config.sources}
     if as_json:
         _echo_json(data)
         return 0

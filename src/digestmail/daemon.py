@@ -29,7 +29,7 @@ from typing import IO, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import admin, pipeline
-from .config import Config, load_config
+from .config import load_config
 from .deliver import deliver_all, retry_due
 from .errors import ConfigError, DigestmailError
 from .schedule import Schedule, due
@@ -79,12 +79,6 @@ class InstanceLock:
             self.handle = None
 
 
-def schedules_of(config: Config, store: Store) -> list[tuple[tuple[str, str], Schedule]]:
-    """Each distinct schedule among active subscribers: (what the store groups them by, the schedule)."""
-    return [((cron, tz), Schedule(cron or config.schedule.cron, tz or config.schedule.timezone))
-            for cron, tz in store.schedules()]
-
-
 class Daemon:
     def __init__(self, config_path: Path, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.config_path = config_path
@@ -111,7 +105,7 @@ class Daemon:
         """Send every edition whose scheduled time has come and was not handled yet."""
         now = self.clock()
         with pipeline.open_store(self.config, now) as store:
-            for group, schedule in schedules_of(self.config, store):
+            for group, schedule in pipeline.schedules_of(self.config, store):
                 started = store.schedule_started(schedule.name)
                 if started is None:  # a new schedule starts from now: nothing before it to catch up
                     store.mark_schedule_started(schedule.name, now)

@@ -63,11 +63,11 @@ class Builder:
         selector = Selector(self.config.topics, PaperIndex(papers, self.now.date()), self.now)
         return tuple(Pick(p, selector.explain(sub, p)) for p in papers)
 
-    def list_headers(self, sub: Subscriber) -> message.ListHeaders:
+    def list_headers(self, unsubscribe_url: str | None) -> message.ListHeaders:
         """List-Id always; List-Unsubscribe (one-click) when [web] is configured."""
         uris: list[str] = []
         web = self.config.web
-        url = self.unsubscribe_url(sub)
+        url = unsubscribe_url
         if web is not None and url is not None:
             uris.append(url)
             if web.unsubscribe_mailto:
@@ -84,10 +84,12 @@ class Builder:
         return tokens.unsubscribe_url(web.base_url, self.web_secret, sub.email)
 
     def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
-        rendered = self.renderer.render(edition, unsubscribe_url=self.unsubscribe_url(edition.subscriber))
+        # One signed link per message, for the footer and the List-Unsubscribe header alike.
+        url = self.unsubscribe_url(edition.subscriber)
+        rendered = self.renderer.render(edition, unsubscribe_url=url)
         data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
                              message_id=self.message_id(edition), date=edition.created,
-                             list_headers=self.list_headers(edition.subscriber))
+                             list_headers=self.list_headers(url))
         if self.signer is not None:
             data = self.signer.sign(data, edition.created)  # these exact bytes are sent
         return rendered, data

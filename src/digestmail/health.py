@@ -6,9 +6,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-# never: nothing has ever arrived; stale: nothing for longer than expect_every; quiet: digests came
-# but held no new papers since; failing: the last poll rejected input; ok: otherwise.
-STATES = ("never", "stale", "failing", "quiet", "ok")
+# The states: never (nothing has ever arrived), stale (nothing for longer than expect_every), failing
+# (the last poll rejected input), quiet (digests came but held no new papers since), ok.
 
 
 def source_health(status: Mapping[str, Any] | None, expect_every: dt.timedelta | None,

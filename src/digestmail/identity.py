@@ -100,7 +100,12 @@ def stored_keys(normal: str, compact: str, folded: str) -> TitleKeys:
 
 def paper_key(title: str, arxiv: str | None = None) -> str:
     """The canonical key: the arXiv id when known, else the normalised title."""
-    return f"arxiv:{arxiv}" if arxiv else "title:" + normalise_title(title)
+    return canonical_key(normalise_title(title), arxiv)
+
+
+def canonical_key(normal: str, arxiv: str | None) -> str:
+    """paper_key for a title already normalised (the store has it at hand)."""
+    return f"arxiv:{arxiv}" if arxiv else f"title:{normal}"
 
 
 def near_duplicate(a: TitleKeys, b: TitleKeys) -> bool:

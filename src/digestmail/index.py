@@ -102,10 +102,7 @@ class PaperIndex:
 
     def papers_in(self, mask: int) -> Iterator[Paper]:
         """The papers whose bits are set, in index order."""
-        while mask:
-            low = mask & -mask
-            yield self.papers[low.bit_length() - 1]
-            mask ^= low
+        return (self.papers[i] for i in bit_positions(mask))
 
     def match(self, rule: rules.Rule) -> int:
         """The papers this rule matches (cached by the rule's text: hashing a string is cheap,
@@ -169,7 +166,7 @@ class PaperIndex:
                 return 0
         out = 0
         needle = " " + " ".join(ws) + " "
-        for i in _bits(candidates):
+        for i in bit_positions(candidates):
             if needle in self._joined(i, field):
                 out |= 1 << i
         return out
@@ -197,11 +194,14 @@ def lowest_bits(mask: int, k: int) -> int:
     return out
 
 
-def _bits(mask: int) -> Iterator[int]:
+def bit_positions(mask: int) -> list[int]:
+    """The positions of the set bits, lowest first."""
+    out = []
     while mask:
         low = mask & -mask
-        yield low.bit_length() - 1
+        out.append(low.bit_length() - 1)
         mask ^= low
+    return out
 
 
 def positive_leaves(node: Node, scope: tuple[str, ...] = rules.DEFAULT_SCOPE) -> Iterator[tuple[Node, tuple[str, ...]]]:

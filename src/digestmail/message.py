@@ -101,11 +101,6 @@ def text_header(name: str, value: str) -> str:
     return fold(name, encode_words(value, first_room=_LINE - len(name) - 2))
 
 
-def address(name: str, addr: str) -> str:
-    """'Name <addr>' with the display name quoted or encoded as needed; the address must be plain."""
-    return " ".join(_address_tokens("", name, addr))
-
-
 def _address_tokens(header: str, name: str, addr: str) -> list[str]:
     check(name, "display name")
     check(addr, "address")

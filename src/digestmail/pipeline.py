@@ -14,6 +14,7 @@ from . import admin, message, sources
 from .config import Config, ImapSettings, iter_subscribers_file, parse_address
 from .errors import ConfigError, DigestError, DigestmailError
 from .health import source_health
+from .schedule import Schedule
 from .models import Digest, Edition, RenderedEmail, Subscriber
 from .deliver import DeliveryReport, deliver_all
 from .editions import Builder
@@ -286,6 +287,12 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
             "deferred": report.get("deferred", [])[:50], "failed": report.get("failed", [])[:50],
             "skipped": report.get("skipped", 0), "skipped_by_reason": report.get("skipped_by_reason", {}),
             "recovered": report.get("recovered", 0)}
+
+
+def schedules_of(config: Config, store: Store) -> list[tuple[tuple[str, str], Schedule]]:
+    """Each distinct schedule among active subscribers: (what the store groups them by, the schedule)."""
+    return [((cron, tz), Schedule(cron or config.schedule.cron, tz or config.schedule.timezone))
+            for cron, tz in store.schedules()]
 
 
 def source_health_now(store: Store, config: Config, now: dt.datetime) -> dict[str, dict[str, Any]]:

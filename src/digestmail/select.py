@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from collections import OrderedDict
 
 from . import rules
-from .index import PaperIndex, lowest_bits, positive_leaves
+from .index import PaperIndex, bit_positions, lowest_bits, positive_leaves
 from .models import Edition, Match, Paper, Pick, Subscriber
 
 TITLE, AUTHOR, ABSTRACT = 3, 2, 1
@@ -139,9 +139,9 @@ class Selector:
                 need -= count
                 tied &= ~plane
         chosen |= lowest_bits(tied, need)  # equal relevance: the index order decides
-        relevance = dict.fromkeys(_positions(chosen), 0)
+        relevance = dict.fromkeys(bit_positions(chosen), 0)
         for p, plane in enumerate(planes):
-            for i in _positions(plane & chosen):
+            for i in bit_positions(plane & chosen):
                 relevance[i] += 1 << p
         order = sorted(relevance, key=lambda i: (-relevance[i], i))
         return [(self.index.papers[i], relevance[i]) for i in order]
@@ -203,15 +203,6 @@ def _add(planes: list[int], found: int, weight: int) -> None:
                 q += 1
         weight >>= 1
         p += 1
-
-
-def _positions(mask: int) -> list[int]:
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
 
 
 def _in_text_order(hits: list[rules.Hit]) -> list[rules.Hit]:

@@ -10,7 +10,7 @@ from ..errors import DigestError
 from ..identity import arxiv_id, arxiv_ids_in
 
 __all__ = ["arxiv_id", "arxiv_ids_in", "collapse", "decode", "first_arxiv_id", "github_in", "html_to_text", "latest_not_after",
-           "line_of"]
+           "lines_of"]
 
 _SPACE = re.compile(r"\s+")
 # A GitHub repository link: the owner and repository name, whatever path follows (`/tree/main/x`).
@@ -75,11 +75,6 @@ def first_arxiv_id(*texts: str | None) -> str | None:
         if ids:
             return ids[0]
     return None
-
-
-def line_of(text: str, offset: int) -> int:
-    """The 1-based line of a character offset."""
-    return text.count("\n", 0, offset) + 1
 
 
 def lines_of(text: str, offsets: list[int]) -> list[int]:

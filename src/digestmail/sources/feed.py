@@ -22,7 +22,7 @@ import feedparser
 
 from ..errors import DigestError
 from ..models import Digest, Entry
-from ._text import arxiv_id, collapse, decode, first_arxiv_id, github_in, html_to_text, latest_not_after, line_of
+from ._text import arxiv_id, collapse, decode, first_arxiv_id, github_in, html_to_text, latest_not_after, lines_of
 
 FORMAT = "feed"
 _ROOT = re.compile(r"<(?:[A-Za-z][\w.-]*:)?(feed|rss|RDF)[\s/>]")
@@ -118,7 +118,7 @@ def parse(data: str | bytes, today: dt.date) -> Digest:
     if not parsed.entries:
         raise DigestError("the feed has no entries")
 
-    starts = [line_of(text, m.start()) for m in _ENTRY_TAG[root].finditer(text)]
+    starts = lines_of(text, [m.start() for m in _ENTRY_TAG[root].finditer(text)])
     lines = starts if len(starts) == len(parsed.entries) else [0] * len(parsed.entries)
 
     entries: list[Entry] = []

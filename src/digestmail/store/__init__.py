@@ -13,13 +13,9 @@ from pathlib import Path
 from ..errors import StoreError
 from .migrations import MIGRATIONS
 from .outbox import OutboxMixin, OutboxRow
-from .papers import IngestResult, PapersMixin, _Candidates
+from .papers import IngestResult, PapersMixin, _Candidates, _iso
 
 __all__ = ["MIGRATIONS", "IngestResult", "OutboxRow", "Store", "_Candidates"]
-
-
-def _iso(moment: dt.datetime | dt.date) -> str:
-    return moment.isoformat()
 
 
 class Store(PapersMixin, OutboxMixin):

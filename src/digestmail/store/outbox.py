@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from .papers import _iso
+
 PENDING = ("queued", "sending", "deferred")
 
 
@@ -30,10 +32,6 @@ class OutboxRow:
     state: str
     attempts: int
     paper_ids: tuple[int, ...]
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.isoformat()
 
 
 class OutboxMixin:

@@ -162,7 +162,7 @@ class PapersMixin:
 
     @staticmethod
     def _paper_row(paper_id: int, entry: Entry, keys: identity.TitleKeys, now: str) -> tuple[Any, ...]:
-        return (paper_id, f"arxiv:{entry.arxiv_id}" if entry.arxiv_id else f"title:{keys.normal}", entry.title,
+        return (paper_id, identity.canonical_key(keys.normal, entry.arxiv_id), entry.title,
                 entry.abstract, now, entry.arxiv_id, keys.normal, keys.compact, keys.head, keys.tail, keys.folded,
                 _json_list(entry.authors), _json_list(entry.categories), _json_list(entry.keywords), entry.github,
                 entry.project_page, now)
@@ -199,14 +199,6 @@ class PapersMixin:
              json.dumps(list(entry.categories)) if entry.categories and categories == "[]" else categories,
              json.dumps(list(entry.keywords)) if entry.keywords and keywords == "[]" else keywords,
              github or entry.github, project or entry.project_page, _iso(now), paper_id))
-
-    def unsent_papers(self, subscriber_id: int) -> list[Paper]:
-        """Papers never handed to this subscriber, with how many digests each appeared in."""
-        rows = self.db.execute(
-            f"SELECT {_PAPER_COLUMNS} {_PAPERS_FROM}"
-            "WHERE NOT EXISTS (SELECT 1 FROM deliveries l WHERE l.subscriber_id = ? AND l.paper_id = p.id) "
-            "GROUP BY p.id ORDER BY p.id", (subscriber_id,))
-        return [_paper(r) for r in rows]
 
     def candidate_papers(self, since: dt.datetime) -> list[Paper]:
         """Papers that appeared in a digest ingested at or after `since` (the selection window)."""
@@ -404,10 +396,6 @@ class PapersMixin:
             "messages_sent": q("SELECT COUNT(DISTINCT message_id) FROM deliveries"),
             "papers_sent": q("SELECT COUNT(*) FROM deliveries"),
         }
-
-    def digest_dates(self) -> list[dt.date]:
-        return [dt.date.fromisoformat(r[0]) for r in
-                self.db.execute("SELECT DISTINCT digest_date FROM digests ORDER BY digest_date")]
 
     def last_ingest(self) -> tuple[str | None, str | None]:
         """(latest digest date, latest ingest time) or Nones when nothing was ingested yet."""
