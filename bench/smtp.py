@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from digestmail.config import SmtpSettings
 from digestmail.message import Envelope
-from digestmail.transport import SmtpTransport
+from digestmail.transport import Outgoing, SmtpTransport
 
 from .render import editions
 
@@ -60,7 +60,7 @@ def messages(n: int) -> list[bytes]:
     return out
 
 
-def measure(n: int = 2000) -> dict[str, Any]:
+def measure(n: int = 2000, connections: int = 4) -> dict[str, Any]:
     if not (shutil.which("smtp-sink") and shutil.which("smtp-source")):
         return {"skipped": "smtp-sink/smtp-source missing: apt-get install postfix"}
     data = messages(n)
@@ -71,14 +71,18 @@ def measure(n: int = 2000) -> dict[str, Any]:
                         "-t", "reader@example.org", f"127.0.0.1:{port}"], check=True, timeout=600)
         ref_s = time.perf_counter() - start
         settings = SmtpSettings(host="127.0.0.1", port=port, security="none", username="", password_env="",
-                                timeout=30, ca_file=None)
+                                timeout=30, ca_file=None, max_connections=connections)
         transport = SmtpTransport(settings)
+        failed: list[object] = []
         start = time.perf_counter()
-        for i, msg in enumerate(data):
-            transport.send(msg, Envelope("papers@example.org", (f"u{i}@example.org",)), str(i))
+        transport.send_many((Outgoing(Envelope("papers@example.org", (f"u{i}@example.org",)), str(i), msg)
+                             for i, msg in enumerate(data)),
+                            lambda item, error: error is not None and failed.append(error))
         transport.close()
         ours_s = time.perf_counter() - start
-    return {"messages": n, "mean_bytes": size, "smtp_source_per_s": n / ref_s, "ours_per_s": n / ours_s,
+        if failed:
+            raise RuntimeError(f"{len(failed)} messages failed: {failed[0]}")
+    return {"messages": n, "mean_bytes": size, "connections": connections, "smtp_source_per_s": n / ref_s, "ours_per_s": n / ours_s,
             "ratio_to_smtp_source": ref_s / ours_s, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 

@@ -123,6 +123,10 @@ class Recorder:
     mechanisms_tried: list[str] = field(default_factory=list)
     logins: list[tuple[str, str, bool]] = field(default_factory=list)
     connections: int = 0
+    sessions: list[list[tuple[str, bool]]] = field(default_factory=list)  # command_log, per connection
+    # DATA handlers running at once (a message arrived, its answer not yet sent): now and at most.
+    in_data: int = 0
+    most_in_data: int = 0
     _hits: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -183,8 +187,13 @@ class Recorder:
         if fault is not None:
             return await self._act(server, fault)
         self.messages.append(received)
-        if self.data_delay:
-            await asyncio.sleep(self.data_delay)
+        self.in_data += 1
+        self.most_in_data = max(self.most_in_data, self.in_data)
+        try:
+            if self.data_delay:
+                await asyncio.sleep(self.data_delay)
+        finally:
+            self.in_data -= 1
         return "250 2.0.0 OK"
 
     def authenticate(self, server: SMTP, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -211,6 +220,7 @@ def _recorded(verb: str) -> Any:
     async def method(self: SMTP, arg: str) -> None:
         self.event_handler.commands.append(verb)
         self.event_handler.command_log.append((verb, _over_tls(self)))
+        self.event_handler.sessions[self.session_number].append((verb, _over_tls(self)))
         await base(self, arg)
 
     return method
@@ -224,7 +234,10 @@ RecordingSMTP = type("RecordingSMTP", (SMTP,),
 class _Controller(Controller):
     def factory(self) -> SMTP:
         self.handler.connections += 1
-        return RecordingSMTP(self.handler, **self.SMTP_kwargs)
+        self.handler.sessions.append([])
+        server = RecordingSMTP(self.handler, **self.SMTP_kwargs)
+        server.session_number = len(self.handler.sessions) - 1
+        return server
 
 
 class SmtpServer:

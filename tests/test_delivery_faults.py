@@ -255,8 +255,8 @@ def test_all_good_exits_zero(tmp_path):
         assert sorted(s["email"] for s in report["sent"]) == GOOD
         assert report["deferred"] == [] and report["failed"] == [] and report["suppressed"] == 0
         assert sorted(m.rcpt_tos for m in server.messages) == [(a,) for a in GOOD]
-        # One connection for the whole run, reused with a fresh envelope per message.
-        assert server.recorder.connections == 1
+        # The pool opens a connection per message at most (reuse: test_smtp's pool test).
+        assert 1 <= server.recorder.connections <= len(GOOD)
 
 
 def test_status_shows_the_suppressed_address(tmp_path):

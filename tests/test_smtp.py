@@ -78,7 +78,7 @@ topics = ["robots"]
 
 
 def write_config(root: Path, port: int, *, security: str = "none", username: str = "",
-                 password_env: str = "", ca_file: Path | None = None, extra: str = "",
+                 password_env: str = "", ca_file: Path | None = None, extra: str = "", smtp_extra: str = "",
                  subscribers: str = SUBSCRIBERS, inbox_files: dict[str, str] | None = None) -> Path:
     """An smtp-transport config in `root`; the inbox gets DIGEST (or `inbox_files`) the first time only.
 
@@ -96,6 +96,8 @@ def write_config(root: Path, port: int, *, security: str = "none", username: str
         smtp.append(f'password_env = "{password_env}"')
     if ca_file is not None:
         smtp.append(f"ca_file = {json.dumps(str(ca_file))}")
+    if smtp_extra:
+        smtp.append(smtp_extra)
     cfg = root / "digestmail.toml"
     cfg.write_text("\n".join([
         "[store]", 'path = "store.sqlite3"', "",
@@ -167,11 +169,37 @@ def test_run_delivers_one_message_per_matching_subscriber(tmp_path, smtp_server)
         assert str(msg["Subject"]) == f"{len(titles)} new paper{plural} for you: {titles[0]}"
         assert msg["Message-ID"].endswith("@example.org>")
 
-    # One connection for both messages, closed politely; nobody tried to log in.
-    assert smtp_server.commands.count("EHLO") + smtp_server.commands.count("HELO") == 1
+    # A connection for each message at most (the pool opens them as it needs them), each closed
+    # politely; nobody tried to log in.
+    connections = smtp_server.commands.count("EHLO") + smtp_server.commands.count("HELO")
+    assert 1 <= connections <= 2
     assert smtp_server.commands.count("DATA") == 2
-    assert smtp_server.commands[-1] == "QUIT"
+    assert smtp_server.commands.count("QUIT") == connections
     assert "AUTH" not in smtp_server.commands
+
+
+def test_a_pool_of_connections_sends_at_once_yet_records_each_250_before_the_next(tmp_path):
+    """max_connections = 3: envelopes go out on three connections at once, but the server never has
+    two messages whose answer is still pending (the window a crash could turn into duplicates)."""
+    readers = "".join(f'[[subscribers]]\nemail = "r{i:02d}@example.org"\ntopics = ["optimizers"]\n\n'
+                      for i in range(30))
+    with SmtpServer(data_delay=0.01) as server:
+        cfg = write_config(tmp_path, server.port, subscribers=SUBSCRIBERS.split("[[subscribers]]")[0] + readers,
+                           smtp_extra="max_connections = 3")
+        result = run_cli(cfg, "run", "--json")
+        assert result.returncode == 0, result.stderr
+        assert sorted(r for m in server.messages for r in m.rcpt_tos) == [f"r{i:02d}@example.org" for i in range(30)]
+        assert server.recorder.connections == 3
+        assert server.commands.count("QUIT") == 3
+        assert server.recorder.most_in_data == 1
+        # The pool at work: at some moment, envelopes were open on the other connections while one
+        # message was in DATA (one connection at a time would never be more than one MAIL ahead).
+        ahead = most = 0
+        for verb in server.commands:
+            ahead += verb == "MAIL"
+            ahead -= verb == "DATA"
+            most = max(most, ahead)
+        assert most >= 2
 
 
 def test_second_run_sends_nothing(tmp_path, smtp_server):
@@ -262,13 +290,15 @@ def test_starttls_with_ca_file_logs_in_after_tls_and_delivers(tmp_path, tls, sta
     assert result.returncode == 0, result.stdout + result.stderr
     assert_delivered_to_ada_and_grace(starttls_server)
 
-    log = starttls_server.recorder.command_log
-    verbs = [v for v, _ in log]
-    assert verbs[:2] == ["EHLO", "STARTTLS"] and log[0] == ("EHLO", False) and log[1] == ("STARTTLS", False)
-    # Everything after STARTTLS travels inside TLS: a fresh EHLO, then AUTH, then the mail.
-    assert all(over_tls for _, over_tls in log[2:]), log
-    assert verbs[2] == "EHLO" and verbs.index("AUTH") < verbs.index("MAIL")
-    assert starttls_server.recorder.logins == [(starttls_server.auth_attempts[0], LOGIN[0], True)]
+    sessions = [log for log in starttls_server.recorder.sessions if log]  # not the server's own start-up probe
+    assert 1 <= len(sessions) <= 2  # the pool opens a connection per message at most
+    for log in sessions:  # on every connection of the pool:
+        verbs = [v for v, _ in log]
+        assert verbs[:2] == ["EHLO", "STARTTLS"] and log[0] == ("EHLO", False) and log[1] == ("STARTTLS", False)
+        # Everything after STARTTLS travels inside TLS: a fresh EHLO, then AUTH, then the mail.
+        assert all(over_tls for _, over_tls in log[2:]), log
+        assert verbs[2] == "EHLO" and verbs.index("AUTH") < verbs.index("MAIL")
+    assert starttls_server.recorder.logins == [(starttls_server.auth_attempts[0], LOGIN[0], True)] * len(sessions)
     assert LOGIN[1] not in result.stdout + result.stderr
 
 
@@ -297,7 +327,8 @@ def test_implicit_tls_with_ca_file(tmp_path, tls):
         assert_delivered_to_ada_and_grace(server)
         assert "STARTTLS" not in server.commands
         assert all(over_tls for _, over_tls in server.recorder.command_log), server.recorder.command_log
-        assert [(login, over_tls) for _, login, over_tls in server.recorder.logins] == [(LOGIN[0], True)]
+        assert [(login, over_tls) for _, login, over_tls in server.recorder.logins] == \
+            [(LOGIN[0], True)] * server.recorder.connections
 
 
 def test_implicit_tls_without_ca_file_sends_nothing(tmp_path, tls):

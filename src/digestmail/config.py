@@ -76,6 +76,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "transport": Key(str, "file", "file | maildir | smtp"),
         "outbox": Key(str, "outbox", "folder the file transport writes .eml files to (a Maildir for maildir)"),
         "from": Key(str, None, "sender, e.g. 'Trending Papers <papers@example.org>'"),
+        "build_processes": Key(int, 1, "processes that render and sign emails while this one sends, in runs "
+                                       "of 200+ subscribers (0: all in one process)"),
     },
     "delivery.retry": {
         "base": Key(str, "60s", "first wait after a temporary failure (4xx, timeout); doubles each time"),
@@ -105,6 +107,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "password_env": Key(str, "", "name of the environment variable holding the password"),
         "timeout": Key(int, 30, "seconds to wait for the server at each step"),
         "ca_file": Key(str, "", "PEM file of CA certificates to trust instead of the system's"),
+        "max_connections": Key(int, 4, "connections kept open to the server and used at once (1 to 100)"),
         "rate_per_second": Key(int, 0, "at most this many messages a second (0: as fast as the server takes them)"),
         "max_per_hour": Key(int, 0, "at most this many messages an hour; the rest are deferred (0: no limit)"),
     },
@@ -238,6 +241,7 @@ class SmtpSettings:
     ca_file: Path | None
     rate_per_second: int = 0
     max_per_hour: int = 0
+    max_connections: int = 4
 
     def password(self) -> str | None:
         """The password from the environment (never from the file); None when no login is configured."""
@@ -284,6 +288,7 @@ class Config:
     admin_report_every: dt.timedelta = dt.timedelta(hours=24)
     smtp: SmtpSettings | None = None
     render: RenderSettings = RenderSettings()
+    build_processes: int = 1
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -384,7 +389,15 @@ def _validate(data: dict[str, Any], path: Path) -> Config:
         admin_report_every=parse_duration(values["admin.report_every"], f"{where}: admin.report_every"),
         smtp=smtp,
         render=_render(values, base, where, parse_address(sender)[1]),
+        build_processes=_build_processes(values["delivery.build_processes"], f"{where}: delivery.build_processes"),
     )
+
+
+def _build_processes(value: int, where: str) -> int:
+    if not 0 <= value <= 64:
+        raise ConfigError(f"build_processes must be between 0 and 64, not {value}", where=where,
+                          hint="1 suits a 2-core machine; 0 builds every email in the sending process")
+    return value
 
 
 def _path(base: Path, value: str) -> Path:
@@ -489,10 +502,15 @@ def _smtp(values: Mapping[str, Any], base: Path, where: str) -> SmtpSettings:
     for key in ("rate_per_second", "max_per_hour", "timeout"):
         if v[key] < 0:
             raise ConfigError(f"{key} cannot be negative", where=f"{where}: delivery.smtp.{key}")
+    if not 1 <= v["max_connections"] <= 100:
+        raise ConfigError(f"max_connections must be between 1 and 100, not {v['max_connections']}",
+                          where=f"{where}: delivery.smtp.max_connections",
+                          hint="most providers allow a few connections at once; 4 is a good start")
     return SmtpSettings(host=v["host"], port=v["port"] or _DEFAULT_PORTS[v["security"]],
                         security=v["security"], username=v["username"], password_env=v["password_env"],
                         timeout=v["timeout"], ca_file=_path(base, v["ca_file"]) if v["ca_file"] else None,
-                        rate_per_second=v["rate_per_second"], max_per_hour=v["max_per_hour"])
+                        rate_per_second=v["rate_per_second"], max_per_hour=v["max_per_hour"],
+                        max_connections=v["max_connections"])
 
 
 def _check_keys(section: Mapping[str, Any], known: set[str], prefix: str, where: str) -> None:

@@ -10,14 +10,17 @@ same Message-ID and Date.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sized
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from .buildpool import BuildPool, processes_for
 from .config import Config, Retry
 from .editions import Builder
 from .errors import DeliveryError, DigestmailError
@@ -25,9 +28,10 @@ from .message import Envelope
 from .models import Edition, Pick, Subscriber
 from .select import edition_key
 from .store import OutboxRow, Store
-from .transport import Transport
+from .transport import Outgoing, Transport
 
 log = logging.getLogger("digestmail")
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,44 +43,88 @@ class DeliveryReport:
     recovered: int = 0  # editions a crash had left in `sending`
 
 
+AHEAD = 8  # editions chosen and handed to the build processes before the transport asks for them
+
+
+def ahead(items: Iterable[T], n: int) -> Iterator[T]:
+    """The same items, each produced `n` items before it is asked for (so builds run in parallel)."""
+    waiting: collections.deque[T] = collections.deque()
+    for item in items:
+        waiting.append(item)
+        if len(waiting) > n:
+            yield waiting.popleft()
+    yield from waiting
+
+
 def next_attempt(attempts: int, retry: Retry, now: dt.datetime, rng: random.Random) -> dt.datetime:
     """base * 2^(attempts-1), capped at max, times a jitter in [0.8, 1.2) so retries do not bunch up."""
     delay = min(retry.base * (2 ** max(attempts - 1, 0)), retry.max)
     return now + delay * (0.8 + 0.4 * rng.random())
 
 
+@dataclass
+class Job:
+    """One edition on its way: its outbox row, and what the report says once it is sent."""
+
+    oid: int
+    edition: Edition
+    attempts: int  # attempts before this one
+    matched: int | None = None
+
+
 class Deliverer:
-    """Sends editions through one transport and records every outcome in the store."""
+    """Sends editions through one transport and records every outcome in the store.
+
+    Editions stream through: while the transport sends one, the next is chosen and queued here and
+    built (here, or in a build process for large runs). Each outcome is recorded as it comes, the
+    250 before the next message can finish, so a crash leaves at most one message sent but not
+    recorded.
+    """
 
     def __init__(self, store: Store, config: Config, builder: Builder, transport: Transport,
-                 now: dt.datetime, rng: random.Random | None = None) -> None:
+                 now: dt.datetime, rng: random.Random | None = None, pool: BuildPool | None = None) -> None:
         self.store, self.config, self.builder, self.transport, self.now = store, config, builder, transport, now
         self.rng = rng or random.Random()
+        self.pool = pool
         self.report = DeliveryReport()
         self.touched: set[int] = set()  # subscribers whose edition failed or was deferred in this run
 
-    def send(self, oid: int, edition: Edition, attempts: int, matched: int | None = None, *,
-             marked: bool = False) -> None:
-        """Hand one queued edition over and record what happened (`marked`: already `sending`)."""
-        sub = edition.subscriber
-        if not marked:
-            self.store.mark_sending(oid, self.now)
-        try:
-            _, data = self.builder.build(edition)
-            self.transport.send(data, Envelope(self.builder.sender[1], (sub.email,)), edition.key)
-        except DeliveryError as exc:
-            self._failed(oid, edition, attempts + 1, exc)
-            return
-        except DigestmailError as exc:  # e.g. a value that cannot go into a header: retrying cannot help
-            self.store.mark_failed(oid, self.now, str(exc))
-            self.report.failed.append({"email": sub.email, "error": str(exc)})
-            log.error("could not build the email for %s: %s", sub.email, exc)
-            return
-        self.store.mark_sent(oid, self.now)
-        self.report.sent.append({"email": sub.email, "papers": len(edition.picks),
-                                 "matched": matched if matched is not None else len(edition.picks),
-                                 "retry": attempts > 0, "message_id": self.builder.message_id(edition)})
-        log.info("sent %d papers to %s", len(edition.picks), sub.email)
+    def deliver(self, jobs: Iterable[Job]) -> None:
+        """Build and send each job, recording each outcome as the transport reports it."""
+        sender = self.builder.sender[1]
+
+        def outgoing() -> Iterator[Outgoing]:
+            for job in jobs:
+                edition = job.edition
+                data: bytes | Future[bytes]
+                if self.pool is not None:
+                    data = self.pool.submit(edition)
+                else:
+                    try:
+                        data = self.builder.build(edition)[1]
+                    except DigestmailError as exc:
+                        data = Future()
+                        data.set_exception(exc)
+                yield Outgoing(Envelope(sender, (edition.subscriber.email,)), edition.key, data, job)
+
+        items = outgoing() if self.pool is None else ahead(outgoing(), AHEAD)
+        self.transport.send_many(items, self._done)
+
+    def _done(self, item: Outgoing, error: DigestmailError | None) -> None:
+        job: Job = item.tag
+        sub, edition = job.edition.subscriber, job.edition
+        if isinstance(error, DeliveryError):
+            self._failed(job.oid, edition, job.attempts + 1, error)
+        elif error is not None:  # e.g. a value that cannot go into a header: retrying cannot help
+            self.store.mark_failed(job.oid, self.now, str(error))
+            self.report.failed.append({"email": sub.email, "error": str(error)})
+            log.error("could not build the email for %s: %s", sub.email, error)
+        else:
+            self.store.mark_sent(job.oid, self.now)
+            self.report.sent.append({"email": sub.email, "papers": len(edition.picks),
+                                     "matched": job.matched if job.matched is not None else len(edition.picks),
+                                     "retry": job.attempts > 0, "message_id": self.builder.message_id(edition)})
+            log.info("sent %d papers to %s", len(edition.picks), sub.email)
 
     def _failed(self, oid: int, edition: Edition, attempts: int, exc: DeliveryError) -> None:
         email = edition.subscriber.email
@@ -95,17 +143,17 @@ class Deliverer:
         self.report.deferred.append({"email": email, "error": str(exc), "until": until.isoformat()})
         log.warning("delivery to %s deferred until %s: %s", email, until.isoformat(timespec="seconds"), exc)
 
-    def retry_due(self) -> None:
-        """Send what is queued or due again: editions deferred earlier, or interrupted by a crash."""
+    def retries(self) -> Iterator[Job]:
+        """What is queued or due again: editions deferred earlier, or interrupted by a crash."""
         for row in self.store.due(self.now):
             try:
                 edition = self._rebuild(row)
             except DigestmailError as exc:
                 self.store.mark_failed(row.id, self.now, str(exc))
                 continue
-            if edition is None:
-                continue
-            self.send(row.id, edition, row.attempts)
+            if edition is not None:
+                self.store.mark_sending(row.id, self.now)
+                yield Job(row.id, edition, row.attempts)
 
     def _rebuild(self, row: OutboxRow) -> Edition | None:
         found = self.store.subscriber_by_id(row.subscriber_id)
@@ -118,27 +166,41 @@ class Deliverer:
         return Edition(subscriber=found, subscriber_id=row.subscriber_id, picks=picks, created=row.created_at,
                        key=row.edition_key)
 
-    def new_edition(self, sid: int, sub: Subscriber, moment: dt.datetime, key: str | None = None) -> None:
-        """Choose, queue and send this subscriber's edition for `moment` (under `key`, by default made
-        from the moment), unless that edition exists already."""
+    def new_edition(self, sid: int, sub: Subscriber, moment: dt.datetime, key: str | None = None) -> Job | None:
+        """Choose and queue this subscriber's edition for `moment` (under `key`, by default made from
+        the moment), unless that edition exists already; the job to send it, if any."""
         key = key or edition_key(sub.email, moment)
         if self.store.has_edition(key) or sid in self.touched:
-            return  # this cycle ran already for them, or their retry just failed: not twice in one run
+            return None  # this cycle ran already for them, or their retry just failed: not twice in one run
         reason = self.store.suppression(sub.email)
         if reason:
             self.report.skipped.append({"email": sub.email, "reason": f"suppressed ({reason})"})
-            return
+            return None
         choice = self.builder.choose(self.store, sid, sub)
         if choice.skipped:
             self.report.skipped.append({"email": sub.email, "reason": choice.skipped})
             log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
                     sub.email, choice.skipped)
-            return
+            return None
         edition = Edition(subscriber=sub, subscriber_id=sid, picks=choice.picks, created=moment, key=key)
         oid = self.store.queue_edition(key, sid, self.builder.message_id(edition), moment,
                                        [p.paper.id for p in choice.picks], sending=True)
-        if oid is not None:
-            self.send(oid, edition, 0, choice.matched, marked=True)
+        return Job(oid, edition, 0, choice.matched) if oid is not None else None
+
+    def new_editions(self, subscribers: Iterable[tuple[int, Subscriber]], key_of: Callable[[Subscriber], str] | None,
+                     stop: threading.Event | None) -> Iterator[Job]:
+        for sid, sub in subscribers:
+            if stop is not None and stop.is_set():
+                log.info("stopping: the remaining subscribers wait for the next run")
+                break
+            try:
+                job = self.new_edition(sid, sub, self.now, key_of(sub) if key_of else None)
+            except DigestmailError as exc:  # one subscriber's trouble never stops the others
+                self.report.failed.append({"email": sub.email, "error": str(exc)})
+                log.error("could not deliver to %s: %s", sub.email, exc)
+                continue
+            if job is not None:
+                yield job
 
 
 def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,
@@ -149,30 +211,30 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
 
     `subscribers` defaults to every active one; `key_of` names each one's edition (by default the
     subscriber and `now`: running the same cycle twice is a no-op). `stop`, once set, ends the loop
-    between two subscribers: the edition in flight finishes and the outbox stays consistent.
+    between two subscribers: the editions in flight finish and the outbox stays consistent.
     """
     builder = Builder.for_store(config, store, now)
-    deliverer = Deliverer(store, config, builder, transport, now)
-    _count_last_hour(store, transport, now)
-    if recover:
-        deliverer.report.recovered = store.recover_sending(now)
-        if deliverer.report.recovered:
-            log.warning("%d editions were interrupted while sending; sending them again",
-                        deliverer.report.recovered)
-        deliverer.retry_due()
-    if subscribers is None:
-        subscribers = store.active_subscribers()
-        if progress is not None:
-            subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
-    for sid, sub in subscribers:
-        if stop is not None and stop.is_set():
-            log.info("stopping: the remaining subscribers wait for the next run")
-            break
-        try:
-            deliverer.new_edition(sid, sub, now, key_of(sub) if key_of else None)
-        except DigestmailError as exc:  # one subscriber's trouble never stops the others
-            deliverer.report.failed.append({"email": sub.email, "error": str(exc)})
-            log.error("could not deliver to %s: %s", sub.email, exc)
+    count = store.counts()["subscribers"]
+    processes = processes_for(count if subscribers is None else len(subscribers)
+                              if isinstance(subscribers, Sized) else 0, config.build_processes)
+    pool = BuildPool(builder.recipe, processes) if processes else None
+    try:
+        deliverer = Deliverer(store, config, builder, transport, now, pool=pool)
+        _count_last_hour(store, transport, now)
+        if recover:
+            deliverer.report.recovered = store.recover_sending(now)
+            if deliverer.report.recovered:
+                log.warning("%d editions were interrupted while sending; sending them again",
+                            deliverer.report.recovered)
+            deliverer.deliver(deliverer.retries())  # all of them first: a failed retry skips that subscriber below
+        if subscribers is None:
+            subscribers = store.active_subscribers()
+            if progress is not None:
+                subscribers = progress(subscribers, count, "delivering")
+        deliverer.deliver(deliverer.new_editions(subscribers, key_of, stop))
+    finally:
+        if pool is not None:
+            pool.close()
     return deliverer.report
 
 
@@ -180,7 +242,7 @@ def retry_due(store: Store, config: Config, transport: Transport, now: dt.dateti
     """Only the retries: editions deferred earlier whose time has come (the daemon runs this often)."""
     deliverer = Deliverer(store, config, Builder(config, [], now), transport, now)
     _count_last_hour(store, transport, now)
-    deliverer.retry_due()
+    deliverer.deliver(deliverer.retries())
     return deliverer.report
 
 
@@ -191,4 +253,4 @@ def _count_last_hour(store: Store, transport: Transport, now: dt.datetime) -> No
         counted(store.sent_since(now - dt.timedelta(hours=1)))
 
 
-__all__ = ["DeliveryReport", "Deliverer", "Pick", "deliver_all", "next_attempt"]
+__all__ = ["DeliveryReport", "Deliverer", "Job", "Pick", "deliver_all", "next_attempt"]

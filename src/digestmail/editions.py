@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from . import message, tokens
-from .config import Config, parse_address
+from .config import Config, RenderSettings, WebSettings, parse_address
 from .index import PaperIndex
 from .models import Edition, Paper, Pick, RenderedEmail, Subscriber
 from .render import Renderer
@@ -18,27 +19,84 @@ from .select import Choice, Selector
 from .store import Store
 
 
-class Builder:
-    """Selects, renders and builds messages for one run (no I/O): the index and templates are built
-    once, then each subscriber costs a few bitmask operations and one template render."""
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that turns an edition into message bytes, read once per run; plain values, so a
+    build process gets exactly what this one has (the config as loaded, the secrets as read)."""
 
-    def __init__(self, config: Config, papers: list[Paper], now: dt.datetime) -> None:
-        self.config = config
-        self.now = now
-        self.sender = parse_address(config.sender)
+    sender: str
+    render: RenderSettings
+    web: WebSettings | None
+    web_secret: bytes | None
+    dkim: tuple[str, str, bytes] | None  # domain, selector, PEM key
+
+    @classmethod
+    def of(cls, config: Config) -> Recipe:
+        # Read now, before anything is sent: an unset variable or an unreadable key is a config error (exit 2).
+        dkim = config.dkim
+        return cls(config.sender, config.render, config.web, config.web.secret() if config.web else None,
+                   (dkim.domain, dkim.selector, dkim.key()) if dkim is not None else None)
+
+
+class Composer:
+    """Renders and builds one edition's message (pure): templates compiled and the DKIM key parsed once."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.sender = parse_address(recipe.sender)
         self.domain = self.sender[1].rpartition("@")[2]
-        look = config.render
+        look = recipe.render
         self.renderer = Renderer(look.templates, title=look.title, abstract_chars=look.abstract_chars,
                                  unsubscribe_url=look.unsubscribe_url, manage_url=look.manage_url,
                                  sender_line=f"Sent by {self.sender[0] or self.sender[1]} <{self.sender[1]}>"
                                  if self.sender[0] else f"Sent by {self.sender[1]}")
-        self.index = PaperIndex(papers, now.date())
-        # Read once, and before anything is sent: an unset variable is a config error (exit 2).
-        self.web_secret = config.web.secret() if config.web is not None else None
         self.signer = None
-        if config.dkim is not None:  # the key is parsed once per run, not once per message
+        if recipe.dkim is not None:
             from .dkim import DkimSigner
-            self.signer = DkimSigner(config.dkim.domain, config.dkim.selector, config.dkim.key())
+            self.signer = DkimSigner(*recipe.dkim)
+
+    def list_headers(self, unsubscribe_url: str | None) -> message.ListHeaders:
+        """List-Id always; List-Unsubscribe (one-click) when [web] is configured."""
+        uris: list[str] = []
+        web = self.recipe.web
+        if web is not None and unsubscribe_url is not None:
+            uris.append(unsubscribe_url)
+            if web.unsubscribe_mailto:
+                uris.append(f"mailto:{web.unsubscribe_mailto}?subject=unsubscribe")
+        return message.ListHeaders(self.renderer.title, f"digest.{self.domain}", tuple(uris))
+
+    def message_id(self, edition: Edition) -> str:
+        return f"{edition.key}@{self.domain}"
+
+    def unsubscribe_url(self, sub: Subscriber) -> str | None:
+        web, secret = self.recipe.web, self.recipe.web_secret
+        if web is None or secret is None:
+            return None
+        return tokens.unsubscribe_url(web.base_url, secret, sub.email)
+
+    def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
+        # One signed link per message, for the footer and the List-Unsubscribe header alike.
+        url = self.unsubscribe_url(edition.subscriber)
+        rendered = self.renderer.render(edition, unsubscribe_url=url)
+        data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
+                             message_id=self.message_id(edition), date=edition.created,
+                             list_headers=self.list_headers(url))
+        if self.signer is not None:
+            data = self.signer.sign(data, edition.created)  # these exact bytes are sent
+        return rendered, data
+
+
+class Builder:
+    """Selects, renders and builds messages for one run (no I/O but the ledger lookup): the index and
+    templates are built once, then each subscriber costs a few bitmask operations and one render."""
+
+    def __init__(self, config: Config, papers: list[Paper], now: dt.datetime) -> None:
+        self.config = config
+        self.now = now
+        self.recipe = Recipe.of(config)
+        self.composer = Composer(self.recipe)
+        self.sender, self.renderer = self.composer.sender, self.composer.renderer
+        self.index = PaperIndex(papers, now.date())
         self.selector = Selector(config.topics, self.index, now)
 
     @classmethod
@@ -63,33 +121,8 @@ class Builder:
         selector = Selector(self.config.topics, PaperIndex(papers, self.now.date()), self.now)
         return tuple(Pick(p, selector.explain(sub, p)) for p in papers)
 
-    def list_headers(self, unsubscribe_url: str | None) -> message.ListHeaders:
-        """List-Id always; List-Unsubscribe (one-click) when [web] is configured."""
-        uris: list[str] = []
-        web = self.config.web
-        url = unsubscribe_url
-        if web is not None and url is not None:
-            uris.append(url)
-            if web.unsubscribe_mailto:
-                uris.append(f"mailto:{web.unsubscribe_mailto}?subject=unsubscribe")
-        return message.ListHeaders(self.renderer.title, f"digest.{self.domain}", tuple(uris))
-
     def message_id(self, edition: Edition) -> str:
-        return f"{edition.key}@{self.domain}"
-
-    def unsubscribe_url(self, sub: Subscriber) -> str | None:
-        web = self.config.web
-        if web is None or self.web_secret is None:
-            return None
-        return tokens.unsubscribe_url(web.base_url, self.web_secret, sub.email)
+        return self.composer.message_id(edition)
 
     def build(self, edition: Edition) -> tuple[RenderedEmail, bytes]:
-        # One signed link per message, for the footer and the List-Unsubscribe header alike.
-        url = self.unsubscribe_url(edition.subscriber)
-        rendered = self.renderer.render(edition, unsubscribe_url=url)
-        data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
-                             message_id=self.message_id(edition), date=edition.created,
-                             list_headers=self.list_headers(url))
-        if self.signer is not None:
-            data = self.signer.sign(data, edition.created)  # these exact bytes are sent
-        return rendered, data
+        return self.composer.build(edition)

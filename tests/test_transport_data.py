@@ -1,0 +1,58 @@
+"""The two body passes of aiosmtplib, replaced by C-speed equivalents (transport._LineEndings/_LeadingDots):
+same bytes out as aiosmtplib's own regexes for any input, and a real server receives what was meant."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digestmail import transport
+from digestmail.config import SmtpSettings
+from digestmail.message import Envelope
+
+from .smtp_server import HOST, SmtpServer
+
+# aiosmtplib's own patterns, as its protocol module defines them.
+LINE_ENDINGS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
+PERIOD = re.compile(rb"(?m)^\.")
+
+bodies = st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"x.y", b"\r\n."]),
+                  max_size=40).map(b"".join)
+
+
+def test_aiosmtplib_uses_the_fast_equivalents():
+    from aiosmtplib import protocol
+
+    assert transport.FAST_DATA, "aiosmtplib changed its DATA code: check transport._speed_up_aiosmtplib"
+    assert isinstance(protocol.LINE_ENDINGS_REGEX, transport._LineEndings)
+    assert isinstance(protocol.PERIOD_REGEX, transport._LeadingDots)
+    assert transport._speed_up_aiosmtplib()  # applying it twice changes nothing
+
+
+@settings(max_examples=500)
+@given(bodies)
+def test_line_endings_equal_the_regex(data):
+    assert transport._LineEndings(LINE_ENDINGS).sub(b"\r\n", data) == LINE_ENDINGS.sub(b"\r\n", data)
+
+
+@settings(max_examples=500)
+@given(bodies)
+def test_leading_dots_equal_the_regex(data):
+    assert transport._LeadingDots(PERIOD).sub(b"..", data) == PERIOD.sub(b"..", data)
+
+
+def test_a_server_receives_lone_line_ends_normalised_and_dots_intact():
+    body = (b"Subject: dots\r\n\r\n.starts with a dot\n..two dots\rlone CR\r\n.\r\nend.\r\n")
+    with SmtpServer() as server:
+        settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
+                                 timeout=5, ca_file=None, max_connections=1)
+        smtp = transport.SmtpTransport(settings_)
+        try:
+            smtp.send(body, Envelope("papers@example.org", ("reader@example.org",)), "k")
+        finally:
+            smtp.close()
+        (received,) = server.messages
+    # aiosmtpd undoes the dot-stuffing: what arrives is the message with CRLF line ends, every dot kept.
+    assert received.data == b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\nlone CR\r\n.\r\nend.\r\n"
