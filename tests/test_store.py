@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from digestmail import identity
 from digestmail.errors import StoreError
 from digestmail.models import Digest, Entry, Subscriber
 from digestmail.store import MIGRATIONS, Store
@@ -198,3 +199,77 @@ def test_outbox_states_recovery_and_suppressions(tmp_path):
         store.suppress("A@example.org", "refused", "550 no such user", NOW)
         assert store.suppression("a@example.org") == "refused"
         assert store.unsuppress("a@example.org") and store.suppression("a@example.org") is None
+
+
+def test_equal_compact_titles_are_found_without_an_index_of_their_own(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest("Pre-Training", "Don't Stop Pretraining Language Models Too Early"), NOW)
+        r = store.add_digest("b", "2", digest("pretraining", "Dont Stop Pre-training Language-Models Too Early"), NOW)
+        assert (r.new_papers, r.known_papers) == (0, 2)
+
+
+def test_titles_whose_hashes_collide_stay_two_papers(tmp_path):
+    a, b = "Sparse Continual Meets Action", "Sparse Distribution Meets Convergence"
+    assert identity.key_hash(identity.title_keys(a).folded) == identity.key_hash(identity.title_keys(b).folded)
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(a), NOW)
+        assert store.add_digest("b", "2", digest(b), NOW).new_papers == 1
+        assert store.add_digest("c", "3", digest("Sparse Continual Meet Actions"), NOW).known_papers == 1
+        assert sorted(p.title for p in papers(store)) == [a, b]
+
+
+def _store_before(path, last: str) -> sqlite3.Connection:
+    """A store with the migrations up to `last` applied, as Store applied them then."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    names = [name for name, _ in MIGRATIONS]
+    for name, step in MIGRATIONS[:names.index(last) + 1]:
+        db.execute("BEGIN")
+        if callable(step):
+            step(db)
+        else:
+            for statement in step.split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute("INSERT INTO migrations VALUES (?, ?)", (name, NOW.isoformat()))
+        db.execute("COMMIT")
+    return db
+
+
+OLD_PAPERS = [  # (title, arXiv id) as stored before title keys were hashed
+    (TITLE, None),
+    ("Masked Autoencoders Are Scalable Vision Learners", "2111.06377"),
+    ("GPT-3 Technical Report and Beyond It", None),
+    ("Pre-Training Transformers", None),
+]
+
+
+def test_a_store_from_before_hashed_title_keys_upgrades_and_finds_the_same_papers(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = _store_before(path, "0013_run_reports")
+    db.execute("INSERT INTO digests (id, path, sha256, format, digest_date, ingested_at, entries) "
+               "VALUES (1, 'old.txt', 'sha-old', 'trending', '2026-11-01', ?, ?)", (NOW.isoformat(), len(OLD_PAPERS)))
+    for pid, (title, arxiv) in enumerate(OLD_PAPERS, start=1):
+        k = identity.title_keys(title)  # the columns the store kept then, as it filled them
+        db.execute("INSERT INTO papers (id, key, title, abstract, first_seen, arxiv_id, title_norm, title_compact, "
+                   "title_head, title_tail, title_folded) VALUES (?, ?, ?, 'x', ?, ?, ?, ?, ?, ?, ?)",
+                   (pid, identity.paper_key(title, arxiv), title, NOW.isoformat(), arxiv, k.normal, k.compact,
+                    k.head, k.tail, k.folded))
+        db.execute("INSERT INTO paper_digests (paper_id, digest_id, position) VALUES (?, 1, ?)", (pid, pid))
+    db.close()
+
+    with Store(path) as store:
+        indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"papers_folded_hash", "papers_head_hash", "papers_tail_hash"} <= indexes
+        assert not any(name.startswith("papers_title_") for name in indexes)
+        r = store.add_digest("new.txt", "sha-new", digest(
+            TITLE.upper(),                                                  # the normalised title
+            "Vision Transformer Needs Registers for Clean Attention Map",   # plurals folded
+            Entry("Another title entirely", "y", arxiv_id="2111.06377"),    # the arXiv id
+            "GPT-3 Technical Report and Beyond Itt",                        # a typo
+            "Pretraining Transformers",                                     # the compact title
+            "GPT-4 Technical Report and Beyond It",                         # another number: new
+            Entry("Masked Autoencoders Are Scalable Vision Learners", "z", arxiv_id="2401.00001"),  # new
+        ), NOW)
+        assert (r.new_papers, r.known_papers) == (2, 4)
+        assert store.counts()["papers"] == len(OLD_PAPERS) + 2

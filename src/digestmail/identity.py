@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
+import zlib
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 from rapidfuzz.distance import OSA
 
@@ -69,12 +70,18 @@ class TitleKeys:
     compact: str
     head: str
     tail: str
-    numbers: tuple[str, ...]
     folded: str  # words with plurals folded
 
+    @cached_property
+    def numbers(self) -> tuple[str, ...]:  # only a near-duplicate check needs them: found when asked
+        return tuple(_DIGITS.findall(self.normal))
 
+    @cached_property
     def probes(self) -> tuple[str, ...]:
-        """The head and tail keys a title one edit away can have: its length differs by at most one."""
+        """The head and tail keys a title one edit away can have: its length differs by at most one.
+
+        The three head keys come first; the middle one of each three is this title's own (`head`, `tail`).
+        """
         n = len(self.compact)
         head, tail = self.compact[:BLOCK], self.compact[-BLOCK:]
         return tuple(f"{part}|{m}" for part in (head, tail) for m in (n - 1, n, n + 1))
@@ -88,14 +95,23 @@ def _blocks(compact: str) -> tuple[str, str]:
 
 def title_keys(title: str) -> TitleKeys:
     normal = normalise_title(title)
-    compact = normal.replace(" ", "")
-    folded = " ".join(singular(w) for w in normal.split())
-    return TitleKeys(normal, compact, *_blocks(compact), tuple(_DIGITS.findall(normal)), folded)
+    return stored_keys(normal, " ".join(map(singular, normal.split())))
 
 
-def stored_keys(normal: str, compact: str, folded: str) -> TitleKeys:
+def stored_keys(normal: str, folded: str) -> TitleKeys:
     """TitleKeys from the columns the store keeps, without normalising the title again."""
-    return TitleKeys(normal, compact, *_blocks(compact), tuple(_DIGITS.findall(normal)), folded)
+    compact = normal.replace(" ", "")
+    return TitleKeys(normal, compact, *_blocks(compact), folded)
+
+
+def key_hash(key: str) -> int:
+    """The integer the store indexes a title key by (CRC-32 of its UTF-8).
+
+    A few bytes per index entry instead of a whole title keeps the indexes small, so each digest
+    rewrites fewer of their pages. Two keys may share a hash: that only fetches a candidate which
+    the rules, comparing the titles themselves, then reject.
+    """
+    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
 
 
 def paper_key(title: str, arxiv: str | None = None) -> str:

@@ -22,7 +22,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 def collapse(text: str | None) -> str:
     """Every run of whitespace (arXiv's hard line breaks, NBSP, tabs) as one space; ends trimmed."""
-    return " ".join((text or "").split())  # str.split() knows Unicode whitespace; 5x faster than re.sub
+    if not text:
+        return ""
+    # Most titles, names and abstracts need at most their line breaks turned into spaces: then a
+    # printable text (the only whitespace it holds is ' ') without double spaces is already folded,
+    # at half the cost of splitting it into words.
+    flat = text.replace("\n", " ").strip()
+    if flat.isprintable() and "  " not in flat:
+        return flat
+    return " ".join(flat.split())  # str.split() knows Unicode whitespace; 5x faster than re.sub
 
 
 def decode(data: bytes) -> tuple[str, list[str]]:

@@ -140,9 +140,9 @@ def _authors(values: Any) -> tuple[str, ...]:
         return ()
     names = []
     for a in values:
-        name = a.get("name") if isinstance(a, dict) else a if isinstance(a, str) else None
-        if isinstance(name, str) and collapse(name):
-            names.append(collapse(name))
+        name = a.get("name") if isinstance(a, dict) else a
+        if isinstance(name, str) and (name := collapse(name)):
+            names.append(name)
     return tuple(names)
 
 

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import identity
 from ..models import Digest, Entry, Paper, Subscriber
@@ -48,39 +48,63 @@ def _paper(r: tuple) -> Paper:  # type: ignore[type-arg]
                  last_ingested=dt.datetime.fromisoformat(r[14]))
 
 
+class _Hashes(NamedTuple):
+    """A title's hashes as the indexes hold them (identity.key_hash): its plural-folded form, and the
+    head and tail blocks a title one edit away can have (the middle one of each three is its own)."""
+
+    folded: int
+    heads: tuple[int, ...]
+    tails: tuple[int, ...]
+
+    @classmethod
+    def of(cls, keys: identity.TitleKeys) -> _Hashes:
+        h = identity.key_hash
+        probes = [h(p) for p in keys.probes]
+        return cls(h(keys.folded), tuple(probes[:3]), tuple(probes[3:]))
+
+    def stored(self) -> tuple[int, int, int]:
+        """folded_hash, head_hash, tail_hash of the paper's row."""
+        return self.folded, self.heads[1], self.tails[1]
+
+
 class _Candidates:
     """Every stored paper a digest's entries could be, fetched with a few IN queries per digest and then
-    matched in Python by identity's rules (one query per entry made ingest 3x slower)."""
+    matched in Python by identity's rules (one query per entry made ingest 3x slower).
 
-    _COLUMNS = "SELECT id, arxiv_id, title_norm, title_compact, title_folded FROM papers WHERE "
+    The indexes hold hashes of the title keys (identity.key_hash): a hash only finds candidates, the
+    titles themselves decide. Equal compact titles start alike and have the same length, so the head
+    block lookup finds them too and compact titles need no index of their own.
+    """
 
-    def __init__(self, db: sqlite3.Connection, entries: Iterable[Entry], keys: list[identity.TitleKeys]) -> None:
+    _COLUMNS = "SELECT id, arxiv_id, title_norm, title_folded FROM papers WHERE "
+
+    def __init__(self, db: sqlite3.Connection, entries: Iterable[Entry], hashes: list[_Hashes]) -> None:
         self.arxiv: dict[str, int] = {}
-        self.exact: dict[str, list[tuple[int, str | None]]] = {}  # compact or folded title -> papers
+        self.compact: dict[str, list[tuple[int, str | None]]] = {}  # compact title -> papers
+        self.folded: dict[str, list[tuple[int, str | None]]] = {}  # plural-folded title -> papers
         self.blocks: dict[str, list[tuple[int, str | None, identity.TitleKeys]]] = {}  # head/tail -> papers
         wanted = {
             "arxiv_id": {e.arxiv_id for e in entries if e.arxiv_id},
-            "title_compact": {k.compact for k in keys},
-            "title_folded": {k.folded for k in keys},
-            "title_head": {p for k in keys for p in k.probes()[:3]},
-            "title_tail": {p for k in keys for p in k.probes()[3:]},
+            "folded_hash": {h.folded for h in hashes},
+            "head_hash": {p for h in hashes for p in h.heads},
+            "tail_hash": {p for h in hashes for p in h.tails},
         }
-        rows: dict[int, tuple[str | None, str, str, str]] = {}
+        rows: dict[int, tuple[str | None, str, str]] = {}
         for column, values in wanted.items():
             ordered = sorted(values)
             for i in range(0, len(ordered), 500):  # SQLite's bound-parameter limit
                 chunk = ordered[i:i + 500]
-                for pid, arxiv, normal, compact, folded in db.execute(
+                for pid, arxiv, normal, folded in db.execute(
                         f"{self._COLUMNS}{column} IN ({','.join('?' * len(chunk))})", chunk):
-                    rows[pid] = (arxiv, normal, compact, folded)
-        for pid, (arxiv, normal, compact, folded) in sorted(rows.items()):
-            self.add(pid, arxiv, identity.stored_keys(normal, compact, folded))
+                    rows[pid] = (arxiv, normal, folded)
+        for pid, (arxiv, normal, folded) in sorted(rows.items()):
+            self.add(pid, arxiv, identity.stored_keys(normal, folded))
 
     def add(self, pid: int, arxiv: str | None, keys: identity.TitleKeys) -> None:
         if arxiv:
             self.arxiv.setdefault(arxiv, pid)
-        for k in {keys.compact, keys.folded}:
-            self.exact.setdefault(k, []).append((pid, arxiv))
+        self.compact.setdefault(keys.compact, []).append((pid, arxiv))
+        self.folded.setdefault(keys.folded, []).append((pid, arxiv))
         for k in (keys.head, keys.tail):
             self.blocks.setdefault(k, []).append((pid, arxiv, keys))
 
@@ -92,11 +116,11 @@ class _Candidates:
         def compatible(other: str | None) -> bool:  # two different arXiv ids are two papers
             return not (entry.arxiv_id and other and other != entry.arxiv_id)
 
-        for k in (keys.compact, keys.folded):  # the normalised title is covered by its compact form
-            for pid, other in self.exact.get(k, ()):
-                if compatible(other):
-                    return pid
-        for k in keys.probes():
+        # The normalised title is covered by its compact form.
+        for pid, other in (*self.compact.get(keys.compact, ()), *self.folded.get(keys.folded, ())):
+            if compatible(other):
+                return pid
+        for k in keys.probes:
             for pid, other, theirs in self.blocks.get(k, ()):
                 if compatible(other) and identity.near_duplicate(keys, theirs):
                     return pid
@@ -129,13 +153,14 @@ class PapersMixin:
             seen: set[int] = set()
             links: list[tuple[int, int, int, int | None]] = []
             all_keys = [identity.title_keys(e.title) for e in digest.entries]
-            known_papers = _Candidates(db, digest.entries, all_keys)
+            hashes = [_Hashes.of(k) for k in all_keys]
+            known_papers = _Candidates(db, digest.entries, hashes)
             # New papers are inserted in one executemany per digest, with ids we hand out ourselves
             # (safe: BEGIN IMMEDIATE holds the write lock); a row-by-row INSERT cost a third of ingest.
             next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM papers").fetchone()[0]
             pending: list[tuple[Any, ...]] = []
             now = _iso(ingested_at)
-            for position, (entry, keys) in enumerate(zip(digest.entries, all_keys)):
+            for position, (entry, keys, hashed) in enumerate(zip(digest.entries, all_keys, hashes)):
                 paper_id = known_papers.find(entry, keys)
                 if paper_id is not None and pending:
                     self._insert_papers(db, pending)  # an update below must see every row
@@ -147,7 +172,7 @@ class PapersMixin:
                     continue
                 if paper_id is None:
                     paper_id, next_id = next_id, next_id + 1
-                    pending.append(self._paper_row(paper_id, entry, keys, now))
+                    pending.append(self._paper_row(paper_id, entry, keys, hashed, now))
                     known_papers.add(paper_id, entry.arxiv_id, keys)  # a later entry may be the same paper
                     new += 1
                 elif paper_id not in seen:
@@ -161,9 +186,10 @@ class PapersMixin:
         return IngestResult(digest_id, new, known, updated)
 
     @staticmethod
-    def _paper_row(paper_id: int, entry: Entry, keys: identity.TitleKeys, now: str) -> tuple[Any, ...]:
+    def _paper_row(paper_id: int, entry: Entry, keys: identity.TitleKeys, hashed: _Hashes,
+                   now: str) -> tuple[Any, ...]:
         return (paper_id, identity.canonical_key(keys.normal, entry.arxiv_id), entry.title,
-                entry.abstract, now, entry.arxiv_id, keys.normal, keys.compact, keys.head, keys.tail, keys.folded,
+                entry.abstract, now, entry.arxiv_id, keys.normal, keys.folded, *hashed.stored(),
                 _json_list(entry.authors), _json_list(entry.categories), _json_list(entry.keywords), entry.github,
                 entry.project_page, now)
 
@@ -171,8 +197,8 @@ class PapersMixin:
     def _insert_papers(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         """Insert the pending new papers and empty the list."""
         db.executemany(
-            "INSERT INTO papers (id, key, title, abstract, first_seen, arxiv_id, title_norm, title_compact, "
-            "title_head, title_tail, title_folded, authors, categories, keywords, github, project_page, "
+            "INSERT INTO papers (id, key, title, abstract, first_seen, arxiv_id, title_norm, title_folded, "
+            "folded_hash, head_hash, tail_hash, authors, categories, keywords, github, project_page, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         rows.clear()
 
@@ -188,9 +214,9 @@ class PapersMixin:
                        (entry.arxiv_id, identity.paper_key(entry.title, entry.arxiv_id), paper_id))
         if replace and entry.title:
             k = identity.title_keys(entry.title)
-            db.execute("UPDATE papers SET title = ?, title_norm = ?, title_compact = ?, title_head = ?, "
-                       "title_tail = ?, title_folded = ? WHERE id = ?",
-                       (entry.title, k.normal, k.compact, k.head, k.tail, k.folded, paper_id))
+            db.execute("UPDATE papers SET title = ?, title_norm = ?, title_folded = ?, folded_hash = ?, "
+                       "head_hash = ?, tail_hash = ? WHERE id = ?",
+                       (entry.title, k.normal, k.folded, *_Hashes.of(k).stored(), paper_id))
         db.execute(
             "UPDATE papers SET abstract = ?, authors = ?, categories = ?, keywords = ?, github = ?, "
             "project_page = ?, updated_at = ? WHERE id = ?",
