@@ -78,6 +78,7 @@ class RunReport:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # health after this run's ingest
     outbox: dict[str, int] = field(default_factory=dict)  # editions by state after the run
     suppressed: int = 0
+    transport_to: str = ""  # the transport's destination: a folder, or host:port
 
     # The report's lists, by name (the CLI and the tests read these).
     @property
@@ -105,7 +106,11 @@ class RunReport:
         for s in self.skipped:
             kind = s["reason"].split(" (")[0]
             reasons[kind] = reasons.get(kind, 0) + 1
-        return {"ingest": self.ingest.as_dict(), "transport": self.transport, "sent": self.sent,
+        return {"ingest": self.ingest.as_dict(), "transport": self.transport,
+                "transports": {self.transport: {"to": self.transport_to, "sent": len(self.sent),
+                                                "deferred": len(self.deferred), "failed": len(self.failed)}}
+                if self.transport else {},
+                "sent": self.sent,
                 "deferred": self.deferred, "failed": self.failed, "skipped": len(self.skipped),
                 "skipped_by_reason": reasons, "recovered": self.delivery.recovered,
                 "suppressed": self.suppressed, "outbox": self.outbox, "sources": self.sources}
@@ -230,7 +235,12 @@ def ingest_sources(store: Store, config: Config, now: dt.datetime,
         report, by_file = ingest(store, files, now, progress, source=src.name)
         for path, reports in by_file.items():
             failed = [r for r in reports if r.status == "rejected"]
-            reason = "\n".join(f"{r.path}: {r.reason}" for r in failed) if len(failed) == len(reports) else None
+            # A report on the file itself rather than one of its messages (an mbox that could not be
+            # read to its end) rejects the file even when messages before the error were stored: fed
+            # again later, those are skipped by their sha256 and the rest is not lost.
+            whole = any(r.path == str(path) for r in failed)
+            reason = "\n".join(f"{r.path}: {r.reason}" for r in failed) \
+                if failed and (whole or len(failed) == len(reports)) else None
             if src.name == "maildir":
                 disk.mark_seen(path, src.path, flagged=reason is not None)
             elif config.archive:
@@ -271,7 +281,7 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
                                 h["silent_for"] or "ever", h["expect_every"])
             delivery = deliver_all(store, config, transport, now, progress)
             report = RunReport(ingested, delivery, transport.name, health, store.outbox_counts(),
-                               len(store.suppressions()))
+                               len(store.suppressions()), transport.where)
             store.save_report("run", _summary(report.as_dict()), now)
             notify_admin(store, config, transport, admin.problems(report.as_dict(), health), now)
         finally:

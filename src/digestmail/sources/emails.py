@@ -9,7 +9,8 @@ the real today, so a date line without a year resolves against when the mail was
 count within the part the digest came from.
 
 `split_mbox` cuts an mbox file into its messages (mboxrd/mboxo: `From ` separator lines at the start
-of the file or after a blank line; `>From ` quoting in bodies undone).
+of the file or after a blank line; `>From ` quoting in bodies undone); `iter_mbox` does the same one
+message at a time from the lines of an open file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import email
 import email.header
 import email.policy
 import email.utils
+import io
 import re
+from collections.abc import Iterable, Iterator
 from email.message import EmailMessage, Message
 
 from ..errors import DigestError
@@ -70,33 +73,36 @@ def split_mbox(data: bytes) -> list[bytes]:
     line that reads `>From `, `>>From `, … (mboxrd; in an mboxo file a body line that really began with
     `>From ` loses its `>`). Bytes that do not start with a `From ` line are not an mbox: DigestError.
     """
-    if not data.strip():
-        return []
-    lines = data.splitlines(keepends=True)
-    if not _ENVELOPE.match(lines[0]):
-        raise DigestError("not an mbox file (it does not start with a 'From ' line)")
-    messages: list[list[bytes]] = []
-    current: list[bytes] | None = None
-    previous_blank = True
-    for line in lines:
+    return list(iter_mbox(io.BytesIO(data)))
+
+
+def iter_mbox(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """split_mbox over lines (each with its line end, as iterating a binary file gives them), one
+    message at a time: only the message being read is held, so a file of any size fits in memory."""
+    it = iter(lines)
+    first = next(it, b"")
+    if not _ENVELOPE.match(first):
+        if first.strip() or any(line.strip() for line in it):
+            raise DigestError("not an mbox file (it does not start with a 'From ' line)")
+        return
+    current: list[bytes] = []
+    previous_blank = False
+    for line in it:
         bare = line.rstrip(b"\r\n")
         if previous_blank and _ENVELOPE.match(bare):
-            if current is not None:
-                messages.append(current)
+            yield _message(current)
             current = []
             previous_blank = False
             continue
-        assert current is not None
         current.append(line[1:] if _QUOTED_FROM.match(line) else line)
         previous_blank = not bare
-    if current is not None:
-        messages.append(current)
-    out = []
-    for message in messages:
-        if message and not message[-1].rstrip(b"\r\n"):
-            message = message[:-1]  # the separating blank line
-        out.append(b"".join(message))
-    return out
+    yield _message(current)
+
+
+def _message(lines: list[bytes]) -> bytes:
+    if lines and not lines[-1].rstrip(b"\r\n"):
+        del lines[-1]  # the separating blank line
+    return b"".join(lines)
 
 
 def _header_text(value: object) -> str:

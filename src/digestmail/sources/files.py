@@ -12,13 +12,15 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import ConfigError
-from .emails import split_mbox
+from .emails import iter_mbox
 
 # Folders digestmail keeps inside an inbox for its own bookkeeping; never read as input.
 DONE, REJECTED = "done", "rejected"
 _MBOX_FROM = re.compile(rb"^From \S+ +\S+")
+_PEEK = 1024  # enough of a file's start to tell an mbox's first `From ` line
 
 
 @dataclass(frozen=True)
@@ -67,21 +69,38 @@ def is_mbox(data: bytes) -> bool:
 
 
 def read_units(paths: Iterable[Path]) -> Iterator[Unit]:
-    """Each file as one unit, or one per message for an mbox; an unreadable file becomes an error unit."""
+    """Each file as one unit, or one per message for an mbox; an unreadable file becomes an error unit.
+
+    An mbox is read message by message, so memory holds one message whatever the file's size; any
+    other file is one digest, parsed whole, and is read whole. An mbox that cannot be read to its end
+    gives an error unit labelled with the file itself, after the messages read before the error.
+    """
     for path in paths:
         try:
-            data = path.read_bytes()
+            handle = path.open("rb")
         except OSError as exc:
             yield Unit(str(path), path, error=f"cannot read the file: {exc.strerror or exc}")
             continue
-        if is_mbox(data):
-            messages = split_mbox(data)
-            if not messages:
-                yield Unit(str(path), path, error="an mbox file without messages")
-            for i, message in enumerate(messages, start=1):
-                yield Unit(f"{path}#{i}", path, message, hashlib.sha256(message).hexdigest())
-        else:
-            yield Unit(str(path), path, data, hashlib.sha256(data).hexdigest())
+        with handle:
+            try:
+                mbox = is_mbox(handle.peek(_PEEK))  # the file's start, left unread
+                data = b"" if mbox else handle.read()
+            except OSError as exc:
+                yield Unit(str(path), path, error=f"cannot read the file: {exc.strerror or exc}")
+                continue
+            if mbox:
+                yield from _mbox_units(path, handle)
+            else:
+                yield Unit(str(path), path, data, hashlib.sha256(data).hexdigest())
+
+
+def _mbox_units(path: Path, handle: BinaryIO) -> Iterator[Unit]:
+    count = 0  # an mbox (it starts with a `From ` line) has at least one message
+    try:
+        for count, message in enumerate(iter_mbox(handle), start=1):
+            yield Unit(f"{path}#{count}", path, message, hashlib.sha256(message).hexdigest())
+    except OSError as exc:
+        yield Unit(str(path), path, error=f"cannot read the file after message {count}: {exc.strerror or exc}")
 
 
 def _free_name(folder: Path, name: str) -> Path:

@@ -1,0 +1,87 @@
+"""Large mbox files: read message by message (memory does not grow with the file), every message a
+digest of its own, and the same messages fed again skipped by their sha256."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tracemalloc
+from pathlib import Path
+
+from digestmail import pipeline
+from digestmail.sources.files import read_units
+from digestmail.store import Store
+
+from .conftest import trending
+
+NOW = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
+
+
+def write_mbox(path: Path, n: int) -> Path:
+    """An mbox of `n` one-paper digests; every tenth abstract starts with `From ` (quoted, or it would
+    read as a separator: it follows a blank line)."""
+    with path.open("wb") as out:
+        for i in range(n):
+            # A number at both ends: every title is its own paper, in identity blocks of its own.
+            title = f"{i} Robots That Cook Dinner {i}"
+            abstract = f"From then on, robot {i} cooks." if i % 10 == 0 else f"We cook dinner number {i}."
+            body = trending("Nov 20", [(title, abstract)]).replace("\nFrom ", "\n>From ")
+            out.write(f"From papers@example.org Fri Nov 20 07:00:00 2026\n"
+                      f"From: papers@example.org\nTo: me@example.org\nSubject: Papers {i}\n"
+                      f"Date: Fri, 20 Nov 2026 07:00:00 +0000\nContent-Type: text/plain; charset=utf-8\n"
+                      f"\n{body}\n".encode())
+    return path
+
+
+def test_a_large_mbox_is_ingested_message_by_message(tmp_path):
+    n = 2000
+    box = write_mbox(tmp_path / "big.mbox", n)
+    with Store(tmp_path / "s.sqlite3") as store:
+        report, by_file = pipeline.ingest(store, [box], NOW)
+        assert [f.status for f in report.files] == ["ingested"] * n
+        assert [f.path for f in report.files][:2] == [f"{box}#1", f"{box}#2"]
+        assert {f.format for f in report.files} == {"email/trending"}
+        assert list(by_file) == [box] and len(by_file[box]) == n
+        counts = store.counts()
+        assert (counts["digests"], counts["papers"], counts["entries"]) == (n, n, n)
+        (paper,) = [p for p in store.papers_seen_since(None) if p.title == "10 Robots That Cook Dinner 10"]
+        assert paper.abstract == "From then on, robot 10 cooks."  # unquoted
+
+        # The same messages again, in a copy of the file: each one is known by its sha256.
+        again, _ = pipeline.ingest(store, [shutil.copy(box, tmp_path / "copy.mbox")], NOW)
+        assert [f.status for f in again.files] == ["duplicate"] * n
+        assert store.counts()["digests"] == n
+
+
+def _peak_while_reading(path: Path) -> tuple[int, int]:
+    """(units, peak bytes Python allocated) while every unit of the file is read and let go."""
+    tracemalloc.start()
+    try:
+        units = 0
+        for unit in read_units([path]):
+            assert unit.sha256 and not unit.error
+            units += 1
+        return units, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_reading_an_mbox_holds_one_message_at_a_time(tmp_path):
+    small = write_mbox(tmp_path / "small.mbox", 200)
+    large = write_mbox(tmp_path / "large.mbox", 4000)
+    assert large.stat().st_size > 1_000_000
+    units_small, peak_small = _peak_while_reading(small)
+    units_large, peak_large = _peak_while_reading(large)
+    assert (units_small, units_large) == (200, 4000)
+    # Twenty times the messages, about the same peak: a few buffers and one message, not the file.
+    assert peak_large < 2 * peak_small + 64_000
+    assert peak_large < large.stat().st_size / 20
+
+
+def test_a_file_level_error_leaves_the_messages_read_and_names_the_file(tmp_path):
+    missing = tmp_path / "gone.mbox"
+    folder = tmp_path / "folder.mbox"
+    folder.mkdir()
+    units = list(read_units([missing, folder]))
+    assert [u.label for u in units] == [str(missing), str(folder)]
+    assert all(u.error.startswith("cannot read the file") and not u.data for u in units)
