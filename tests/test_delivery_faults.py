@@ -10,8 +10,9 @@ the refused address none, reported as failed and suppressed, and never tried aga
 from __future__ import annotations
 
 import datetime as dt
-import time
 import email
+import json
+import time
 import email.policy
 from pathlib import Path
 
@@ -267,6 +268,37 @@ def test_status_shows_the_suppressed_address(tmp_path):
     result = run_cli(cfg, "status", "--json", now=iso(NOW))
     assert result.returncode == 0, result.stderr
     assert REFUSED in result.stdout
+
+
+def test_unsuppress_lifts_a_refusal_and_suppress_stops_an_address(tmp_path):
+    """A mailbox refused once (550, then fixed on the server's side): suppressed and skipped until the
+    admin lifts it; the next run then delivers. `suppress` stops a good address the same way."""
+    with SmtpServer(faults=[Fault(REFUSED, "RCPT", "reply", "550 5.1.1 No such user here", times=1)]) as server:
+        cfg = write_config(tmp_path, server.port, ["good1@example.org", REFUSED])
+        code, report, _ = run_json(cfg, now=iso(NOW))
+        assert code == 1 and report["suppressed"] == 1
+
+        code, later, _ = run_json(cfg, now=iso(NOW + dt.timedelta(days=1)))
+        assert later["skipped_by_reason"].get("suppressed") == 1
+        assert server.delivered_to(REFUSED) == []
+
+        lifted = run_cli(cfg, "unsuppress", REFUSED.upper(), now=iso(NOW))  # addresses match in any case
+        assert lifted.returncode == 0, lifted.stderr
+        again = run_cli(cfg, "unsuppress", REFUSED, now=iso(NOW))
+        assert again.returncode == 1 and f"{REFUSED} was not suppressed" in again.stderr
+        assert json.loads(run_cli(cfg, "status", "--json", now=iso(NOW)).stdout)["suppressed"] == []
+
+        stopped = run_cli(cfg, "suppress", "good1@example.org", "--reason", "complained", now=iso(NOW))
+        assert stopped.returncode == 0, stopped.stderr
+        code, third, stderr = run_json(cfg, now=iso(NOW + dt.timedelta(days=2)))
+        assert code == 0, stderr
+        assert [s["email"] for s in third["sent"]] == [REFUSED]
+        assert len(server.delivered_to(REFUSED)) == 1
+        assert len(server.delivered_to("good1@example.org")) == 1  # the first run's, and no more
+        assert third["transports"] == {"smtp": {"to": f"{HOST}:{server.port}", "sent": 1, "deferred": 0,
+                                                "failed": 0}}
+    status = run_cli(cfg, "status", now=iso(NOW)).stdout
+    assert "good1@example.org: admin (complained)" in status
 
 
 def test_sender_refused_suppresses_no_recipient(tmp_path):

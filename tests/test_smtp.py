@@ -139,7 +139,8 @@ def test_run_delivers_one_message_per_matching_subscriber(tmp_path, smtp_server)
     cfg = write_config(tmp_path, smtp_server.port)
     result = run_cli(cfg, "run")
     assert result.returncode == 0, result.stderr
-    assert "sent 2 emails via smtp, 0 deferred, 0 failed, 1 subscribers skipped" in result.stdout
+    assert f"sent 2 emails via smtp ({HOST}:{smtp_server.port}), 0 deferred, 0 failed, 1 subscribers skipped" \
+        in result.stdout
 
     by_rcpt = {m.rcpt_tos: m for m in smtp_server.messages}
     assert len(smtp_server.messages) == 2

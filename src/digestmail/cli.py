@@ -123,7 +123,7 @@ def run(obj: Context, as_json: bool) -> int:
                    f"{ing['duplicate']} already known, {ing['rejected']} rejected")
         retried = sum(1 for s in report.sent if s.get("retry"))
         click.echo(f"sent {len(report.sent)} emails" + (f" ({retried} retried)" if retried else "")
-                   + f" via {report.transport}, {len(report.deferred)} deferred, {len(report.failed)} failed, "
+                   + f" via {report.transport} ({report.transport_to}), {len(report.deferred)} deferred, {len(report.failed)} failed, "
                    f"{len(report.skipped)} subscribers skipped")
         reasons = report.as_dict()["skipped_by_reason"]
         if reasons:
@@ -263,16 +263,56 @@ def rules_explain(obj: Context, email: str) -> int:
     return 0
 
 
+def _existing_store(config: Config) -> Store:
+    if not config.store_path.exists():
+        raise ConfigError(f"no store at {config.store_path} yet", where="store.path",
+                          hint="run `digestmail ingest` or `digestmail run` first")
+    return Store(config.store_path)
+
+
+@cli.command()
+@click.argument("emails", nargs=-1, required=True)
+@click.option("--reason", default="by the admin", show_default=True, help="Why, as status shows it.")
+@click.pass_obj
+def suppress(obj: Context, emails: tuple[str, ...], reason: str) -> int:
+    """Never send to EMAILS again (a complaint, a bounce seen elsewhere), whatever the config says.
+
+    Editions already queued or deferred for them are skipped at their next attempt.
+    """
+    with _existing_store(obj.config) as store:
+        for email in emails:
+            store.suppress(email, "admin", reason, obj.now)
+            click.echo(f"suppressed {email}")
+    return 0
+
+
+@cli.command()
+@click.argument("emails", nargs=-1, required=True)
+@click.pass_obj
+def unsuppress(obj: Context, emails: tuple[str, ...]) -> int:
+    """Send to EMAILS again: lift a suppression (an unsubscribe, a refusal, `suppress`).
+
+    For a reader who subscribed again, or an address a server refused by mistake. The next run
+    sends them what they have not had yet. Exit 1 if one of them was not suppressed.
+    """
+    missing = 0
+    with _existing_store(obj.config) as store:
+        for email in emails:
+            if store.unsuppress(email):
+                click.echo(f"{email} will get emails again")
+            else:
+                missing += 1
+                click.echo(f"{email} was not suppressed", err=True)
+    return 1 if missing else 0
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> int:
     """Show what the store holds: digests, papers, subscribers, messages sent."""
     config = obj.config
-    if not config.store_path.exists():
-        raise ConfigError(f"no store at {config.store_path} yet", where="store.path",
-                          hint="run `digestmail ingest` or `digestmail run` first")
-    with Store(config.store_path) as store:
+    with _existing_store(config) as store:
         data: dict[str, Any] = dict(store.counts())
         last_date, last_ingest = store.last_ingest()
         data["last_digest_date"], data["last_ingest"] = last_date, last_ingest

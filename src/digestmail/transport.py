@@ -42,6 +42,7 @@ class Transport(Protocol):
     """Anything that can take message bytes; it returns only once the message is safely handed over."""
 
     name: str
+    where: str  # where messages go: a folder, or host:port
 
     def send(self, data: bytes, envelope: Envelope, key: str) -> None: ...
 
@@ -74,6 +75,7 @@ class FileTransport(OneByOne):
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
+        self.where = str(outbox)
         try:
             outbox.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -113,6 +115,7 @@ class MaildirTransport(OneByOne):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.where = str(root)
         try:
             for sub in ("tmp", "new", "cur"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
@@ -329,8 +332,10 @@ class SmtpTransport:
         done(item, error)
 
     @property
-    def _where(self) -> str:
+    def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
+
+    _where = where
 
     def _drop(self, slot: int) -> None:
         client, self._clients[slot] = self._clients[slot], None
