@@ -22,6 +22,51 @@ from .workload import hf_days, vocabulary
 NOW = "2026-11-23T08:00:00+00:00"
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root: int) -> dict[int, tuple[int, float]]:
+    """A process and all its descendants now (build processes included): pid → (RSS in kB, CPU seconds)."""
+    children: dict[int, list[int]] = {}
+    seen: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(entry)
+        children.setdefault(int(fields.get("PPid", "0").strip() or 0), []).append(pid)
+        seen[pid] = (int(fields.get("VmRSS", "0 kB").split()[0]), (int(stat[11]) + int(stat[12])) / TICK)
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            tree[pid] = seen[pid]
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def _wait_sampling(proc: subprocess.Popen[bytes], every: float = 0.1) -> dict[str, float]:
+    """Wait for `proc`, sampling its process tree every `every` seconds: its own peak RSS (wait4) and
+    CPU time, the peak RSS of the whole tree (build processes too) and the CPU time of the others."""
+    tree_peak = 0
+    helpers_cpu: dict[int, float] = {}
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return {"status": status, "main_rss_kb": usage.ru_maxrss, "tree_rss_kb": tree_peak,
+                    "main_cpu_s": usage.ru_utime + usage.ru_stime, "helpers_cpu_s": sum(helpers_cpu.values())}
+        tree = _tree(proc.pid)
+        tree_peak = max(tree_peak, sum(rss for rss, _ in tree.values()))
+        helpers_cpu.update({p: cpu for p, (_, cpu) in tree.items() if p != proc.pid})
+        time.sleep(every)
+
+
 def setup(folder: Path, port: int, subscribers: int, papers: int) -> Path:
     rng = random.Random(11)
     words = vocabulary()[:300]
@@ -53,11 +98,12 @@ def measure(subscribers: int = 10_000, papers: int = 1_000) -> dict[str, Any]:
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "digestmail", "--config", str(config), "--now", NOW,
                                      "run", "--json"], stdout=out, stderr=err)
-            # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the max over all children).
-            _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the max over all children);
+            # the build processes it starts are sampled from /proc with it.
+            sample = _wait_sampling(proc)
+        proc.returncode = os.waitstatus_to_exitcode(int(sample["status"]))
         wall = time.perf_counter() - start
-        rss_mb = usage.ru_maxrss / 1024
+        rss_mb = max(sample["main_rss_kb"], sample["tree_rss_kb"]) / 1024
         if proc.returncode not in (0, 1):
             raise RuntimeError(err_path.read_text()[-2000:])
         report = json.loads(out_path.read_text())
@@ -71,6 +117,8 @@ def measure(subscribers: int = 10_000, papers: int = 1_000) -> dict[str, Any]:
         ref = time.perf_counter() - start
     return {"subscribers": subscribers, "papers": papers, "sent": sent, "wall_seconds": wall,
             "smtp_source_seconds": ref, "wall_ratio_to_smtp_source": wall / ref, "peak_rss_mb": rss_mb,
+            "main_process_peak_rss_mb": sample["main_rss_kb"] / 1024,
+            "main_process_cpu_seconds": sample["main_cpu_s"], "build_processes_cpu_seconds": sample["helpers_cpu_s"],
             "mean_bytes_estimated": mean}
 
 

@@ -121,10 +121,11 @@ def run(obj: Context, as_json: bool) -> int:
         ing = report.ingest.as_dict()
         click.echo(f"ingested {ing['ingested']} digests ({ing['new_papers']} new papers), "
                    f"{ing['duplicate']} already known, {ing['rejected']} rejected")
-        retried = sum(1 for s in report.sent if s.get("retry"))
-        click.echo(f"sent {len(report.sent)} emails" + (f" ({retried} retried)" if retried else "")
-                   + f" via {report.transport} ({report.transport_to}), {len(report.deferred)} deferred, {len(report.failed)} failed, "
-                   f"{len(report.skipped)} subscribers skipped")
+        counts = report.counts
+        retried = counts["retried"]
+        click.echo(f"sent {counts['sent']} emails" + (f" ({retried} retried)" if retried else "")
+                   + f" via {report.transport} ({report.transport_to}), {counts['deferred']} deferred, "
+                   f"{counts['failed']} failed, {counts['skipped']} subscribers skipped")
         reasons = report.as_dict()["skipped_by_reason"]
         if reasons:
             click.echo("  skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
@@ -134,6 +135,10 @@ def run(obj: Context, as_json: bool) -> int:
             click.echo(f"  deferred {d['email']} until {d['until']}: {d['error']}", err=True)
         for f in report.failed:
             click.echo(f"  failed {f['email']}: {f['error']}", err=True)
+        unlisted = counts["deferred"] + counts["failed"] - len(report.deferred) - len(report.failed)
+        if unlisted:
+            click.echo(f"  … and {unlisted} more deferred or failed (`digestmail status` lists the failures)",
+                       err=True)
         for name, h in report.sources.items():
             if h["stale"]:
                 click.echo(f"source {name} is STALE: nothing arrived for {h['silent_for'] or 'ever'} "

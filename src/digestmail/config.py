@@ -76,8 +76,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "transport": Key(str, "file", "file | maildir | smtp"),
         "outbox": Key(str, "outbox", "folder the file transport writes .eml files to (a Maildir for maildir)"),
         "from": Key(str, None, "sender, e.g. 'Trending Papers <papers@example.org>'"),
-        "build_processes": Key(int, 1, "processes that render and sign emails while this one sends, in runs "
-                                       "of 200+ subscribers (0: all in one process)"),
+        "build_processes": Key(int, 1, "processes that render and sign emails while this one sends, from a "
+                                       "run's 201st email on (0: all in one process)"),
     },
     "delivery.retry": {
         "base": Key(str, "60s", "first wait after a temporary failure (4xx, timeout); doubles each time"),

@@ -137,11 +137,12 @@ class Daemon:
                                  key_of=lambda sub: scheduled_key(sub.email, schedule.name, wall))
         finally:
             transport.close()
+        counts = report.counts
         log.info("%s at %s: %d sent, %d deferred, %d failed, %d skipped", schedule.name, wall,
-                 len(report.sent), len(report.deferred), len(report.failed), len(report.skipped))
+                 counts["sent"], counts["deferred"], counts["failed"], counts["skipped"])
         store.save_report(f"schedule {schedule.name}", {
-            "wall_clock": wall, "sent": len(report.sent), "deferred": report.deferred[:50],
-            "failed": report.failed[:50], "skipped": len(report.skipped)}, now)
+            "wall_clock": wall, "sent": counts["sent"], "deferred": report.deferred[:50],
+            "failed": report.failed[:50], "skipped": counts["skipped"]}, now)
         self._report(store, admin.problems({"failed": report.failed}, {}), now)
 
     def _report(self, store: Store, found: list[admin.Problem], now: dt.datetime) -> None:
@@ -164,8 +165,7 @@ class Daemon:
             finally:
                 transport.close()
             self._report(store, admin.problems({"failed": report.failed}, {}), now)
-        log.info("retries: %d sent, %d deferred again, %d failed", len(report.sent), len(report.deferred),
-                 len(report.failed))
+        log.info("retries: %(sent)d sent, %(deferred)d deferred again, %(failed)d failed", report.counts)
 
     def recover(self) -> None:
         """At start: editions a crash left in `sending` go back to the queue; the retry job sends them."""

@@ -15,12 +15,12 @@ import datetime as dt
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .buildpool import BuildPool, processes_for
+from .buildpool import MIN_EDITIONS, BuildPool, processes_for
 from .config import Config, Retry
 from .editions import Builder
 from .errors import DeliveryError, DigestmailError
@@ -34,24 +34,44 @@ log = logging.getLogger("digestmail")
 T = TypeVar("T")
 
 
+LISTED = 1_000  # addresses listed per outcome in a report; the counts are always complete
+
+
 @dataclass
 class DeliveryReport:
+    """What a delivery did: complete counts, and the first LISTED addresses of each outcome (a run for
+    100,000 subscribers keeps its memory for the work, not for a list of everyone it mailed)."""
+
     sent: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)  # no email, and why
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    skipped_by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
     recovered: int = 0  # editions a crash had left in `sending`
+
+    def add(self, outcome: str, entry: dict[str, Any]) -> None:
+        """Count one `sent`, `deferred`, `failed` or `skipped` entry, and list it while there is room."""
+        self.counts[outcome] += 1
+        if outcome == "skipped":
+            self.skipped_by_reason[entry["reason"].split(" (")[0]] += 1
+        elif outcome == "sent" and entry.get("retry"):
+            self.counts["retried"] += 1
+        listed: list[dict[str, Any]] = getattr(self, outcome)
+        if len(listed) < LISTED:
+            listed.append(entry)
 
 
 AHEAD = 8  # editions chosen and handed to the build processes before the transport asks for them
 
 
-def ahead(items: Iterable[T], n: int) -> Iterator[T]:
-    """The same items, each produced `n` items before it is asked for (so builds run in parallel)."""
+def ahead(items: Iterable[T], n: int, when: Callable[[], bool] = lambda: True) -> Iterator[T]:
+    """The same items, each produced up to `n` items before it is asked for while `when()` holds
+    (so builds in other processes run in parallel with the sending)."""
     waiting: collections.deque[T] = collections.deque()
     for item in items:
         waiting.append(item)
-        if len(waiting) > n:
+        if len(waiting) > (n if when() else 0):
             yield waiting.popleft()
     yield from waiting
 
@@ -82,10 +102,11 @@ class Deliverer:
     """
 
     def __init__(self, store: Store, config: Config, builder: Builder, transport: Transport,
-                 now: dt.datetime, rng: random.Random | None = None, pool: BuildPool | None = None) -> None:
+                 now: dt.datetime, rng: random.Random | None = None) -> None:
         self.store, self.config, self.builder, self.transport, self.now = store, config, builder, transport, now
         self.rng = rng or random.Random()
-        self.pool = pool
+        self.pool: BuildPool | None = None  # started once a run proves large (MIN_EDITIONS)
+        self.built_here = 0
         self.report = DeliveryReport()
         self.touched: set[int] = set()  # subscribers whose edition failed or was deferred in this run
 
@@ -97,9 +118,15 @@ class Deliverer:
             for job in jobs:
                 edition = job.edition
                 data: bytes | Future[bytes]
+                if self.pool is None and self.built_here >= MIN_EDITIONS and self.config.build_processes:
+                    processes = processes_for(self.config.build_processes)
+                    self.pool = BuildPool(self.builder.recipe, processes)
+                    log.info("building the rest of the emails in %d other process%s", processes,
+                             "es" if processes > 1 else "")
                 if self.pool is not None:
                     data = self.pool.submit(edition)
                 else:
+                    self.built_here += 1
                     try:
                         data = self.builder.build(edition)[1]
                     except DigestmailError as exc:
@@ -107,8 +134,13 @@ class Deliverer:
                         data.set_exception(exc)
                 yield Outgoing(Envelope(sender, (edition.subscriber.email,)), edition.key, data, job)
 
-        items = outgoing() if self.pool is None else ahead(outgoing(), AHEAD)
-        self.transport.send_many(items, self._done)
+        # Once builds go to other processes, choose a few editions ahead so those never wait.
+        self.transport.send_many(ahead(outgoing(), AHEAD, lambda: self.pool is not None), self._done)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def _done(self, item: Outgoing, error: DigestmailError | None) -> None:
         job: Job = item.tag
@@ -117,11 +149,11 @@ class Deliverer:
             self._failed(job.oid, edition, job.attempts + 1, error)
         elif error is not None:  # e.g. a value that cannot go into a header: retrying cannot help
             self.store.mark_failed(job.oid, self.now, str(error))
-            self.report.failed.append({"email": sub.email, "error": str(error)})
+            self.report.add("failed", {"email": sub.email, "error": str(error)})
             log.error("could not build the email for %s: %s", sub.email, error)
         else:
             self.store.mark_sent(job.oid, self.now)
-            self.report.sent.append({"email": sub.email, "papers": len(edition.picks),
+            self.report.add("sent", {"email": sub.email, "papers": len(edition.picks),
                                      "matched": job.matched if job.matched is not None else len(edition.picks),
                                      "retry": job.attempts > 0, "message_id": self.builder.message_id(edition)})
             log.info("sent %d papers to %s", len(edition.picks), sub.email)
@@ -135,12 +167,12 @@ class Deliverer:
             self.store.mark_failed(oid, self.now, reason)
             if exc.refused:  # the server refused the address itself: never again
                 self.store.suppress(email, "refused", str(exc), self.now)
-            self.report.failed.append({"email": email, "error": reason})
+            self.report.add("failed", {"email": email, "error": reason})
             log.error("delivery to %s failed for good: %s", email, reason)
             return
         until = next_attempt(attempts, self.config.retry, self.now, self.rng)
         self.store.mark_deferred(oid, self.now, until, str(exc))
-        self.report.deferred.append({"email": email, "error": str(exc), "until": until.isoformat()})
+        self.report.add("deferred", {"email": email, "error": str(exc), "until": until.isoformat()})
         log.warning("delivery to %s deferred until %s: %s", email, until.isoformat(timespec="seconds"), exc)
 
     def retries(self) -> Iterator[Job]:
@@ -160,7 +192,7 @@ class Deliverer:
         if found is None or (reason := self.store.suppression(found.email)):
             why = f"suppressed ({reason})" if found is not None else "no longer a subscriber"
             self.store.mark_failed(row.id, self.now, why)
-            self.report.skipped.append({"email": found.email if found else "?", "reason": why})
+            self.report.add("skipped", {"email": found.email if found else "?", "reason": why})
             return None
         picks = self.builder.picks_for(found, self.store.papers_by_ids(row.paper_ids))
         return Edition(subscriber=found, subscriber_id=row.subscriber_id, picks=picks, created=row.created_at,
@@ -174,11 +206,11 @@ class Deliverer:
             return None  # this cycle ran already for them, or their retry just failed: not twice in one run
         reason = self.store.suppression(sub.email)
         if reason:
-            self.report.skipped.append({"email": sub.email, "reason": f"suppressed ({reason})"})
+            self.report.add("skipped", {"email": sub.email, "reason": f"suppressed ({reason})"})
             return None
         choice = self.builder.choose(self.store, sid, sub)
         if choice.skipped:
-            self.report.skipped.append({"email": sub.email, "reason": choice.skipped})
+            self.report.add("skipped", {"email": sub.email, "reason": choice.skipped})
             log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
                     sub.email, choice.skipped)
             return None
@@ -196,7 +228,7 @@ class Deliverer:
             try:
                 job = self.new_edition(sid, sub, self.now, key_of(sub) if key_of else None)
             except DigestmailError as exc:  # one subscriber's trouble never stops the others
-                self.report.failed.append({"email": sub.email, "error": str(exc)})
+                self.report.add("failed", {"email": sub.email, "error": str(exc)})
                 log.error("could not deliver to %s: %s", sub.email, exc)
                 continue
             if job is not None:
@@ -214,12 +246,8 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
     between two subscribers: the editions in flight finish and the outbox stays consistent.
     """
     builder = Builder.for_store(config, store, now)
-    count = store.counts()["subscribers"]
-    processes = processes_for(count if subscribers is None else len(subscribers)
-                              if isinstance(subscribers, Sized) else 0, config.build_processes)
-    pool = BuildPool(builder.recipe, processes) if processes else None
+    deliverer = Deliverer(store, config, builder, transport, now)
     try:
-        deliverer = Deliverer(store, config, builder, transport, now, pool=pool)
         _count_last_hour(store, transport, now)
         if recover:
             deliverer.report.recovered = store.recover_sending(now)
@@ -230,11 +258,10 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
         if subscribers is None:
             subscribers = store.active_subscribers()
             if progress is not None:
-                subscribers = progress(subscribers, count, "delivering")
+                subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
         deliverer.deliver(deliverer.new_editions(subscribers, key_of, stop))
     finally:
-        if pool is not None:
-            pool.close()
+        deliverer.close()
     return deliverer.report
 
 
@@ -242,7 +269,10 @@ def retry_due(store: Store, config: Config, transport: Transport, now: dt.dateti
     """Only the retries: editions deferred earlier whose time has come (the daemon runs this often)."""
     deliverer = Deliverer(store, config, Builder(config, [], now), transport, now)
     _count_last_hour(store, transport, now)
-    deliverer.deliver(deliverer.retries())
+    try:
+        deliverer.deliver(deliverer.retries())
+    finally:
+        deliverer.close()
     return deliverer.report
 
 
@@ -253,4 +283,4 @@ def _count_last_hour(store: Store, transport: Transport, now: dt.datetime) -> No
         counted(store.sent_since(now - dt.timedelta(hours=1)))
 
 
-__all__ = ["DeliveryReport", "Deliverer", "Job", "Pick", "deliver_all", "next_attempt"]
+__all__ = ["LISTED", "DeliveryReport", "Deliverer", "Job", "Pick", "deliver_all", "next_attempt"]

@@ -16,7 +16,7 @@ from .errors import ConfigError, DigestError, DigestmailError
 from .health import source_health
 from .schedule import Schedule
 from .models import Digest, Edition, RenderedEmail, Subscriber
-from .deliver import DeliveryReport, deliver_all
+from .deliver import LISTED, DeliveryReport, deliver_all
 from .editions import Builder
 from .select import Choice, edition
 from .sources import files as disk
@@ -98,21 +98,25 @@ class RunReport:
         return self.delivery.skipped
 
     @property
+    def counts(self) -> dict[str, int]:
+        """Complete counts of sent, deferred, failed, skipped and retried (the lists stop at LISTED)."""
+        return {k: self.delivery.counts[k] for k in ("sent", "deferred", "failed", "skipped", "retried")}
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failed or self.deferred or self.ingest.partial else 0
+        counts = self.counts
+        return 1 if counts["failed"] or counts["deferred"] or self.ingest.partial else 0
 
     def as_dict(self) -> dict[str, Any]:
-        reasons: dict[str, int] = {}
-        for s in self.skipped:
-            kind = s["reason"].split(" (")[0]
-            reasons[kind] = reasons.get(kind, 0) + 1
+        counts = self.counts
         return {"ingest": self.ingest.as_dict(), "transport": self.transport,
-                "transports": {self.transport: {"to": self.transport_to, "sent": len(self.sent),
-                                                "deferred": len(self.deferred), "failed": len(self.failed)}}
+                "transports": {self.transport: {"to": self.transport_to, "sent": counts["sent"],
+                                                "deferred": counts["deferred"], "failed": counts["failed"]}}
                 if self.transport else {},
+                "counts": counts, "listed_at_most": LISTED,
                 "sent": self.sent,
-                "deferred": self.deferred, "failed": self.failed, "skipped": len(self.skipped),
-                "skipped_by_reason": reasons, "recovered": self.delivery.recovered,
+                "deferred": self.deferred, "failed": self.failed, "skipped": counts["skipped"],
+                "skipped_by_reason": dict(self.delivery.skipped_by_reason), "recovered": self.delivery.recovered,
                 "suppressed": self.suppressed, "outbox": self.outbox, "sources": self.sources}
 
 
@@ -293,7 +297,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     """A run report small enough to keep: counts, and the addresses that failed or were deferred."""
     ingest = report.get("ingest", {})
     return {"ingested": ingest.get("ingested", 0), "rejected": ingest.get("rejected", 0),
-            "new_papers": ingest.get("new_papers", 0), "sent": len(report.get("sent", [])),
+            "new_papers": ingest.get("new_papers", 0), "sent": report.get("counts", {}).get("sent", 0),
             "deferred": report.get("deferred", [])[:50], "failed": report.get("failed", [])[:50],
             "skipped": report.get("skipped", 0), "skipped_by_reason": report.get("skipped_by_reason", {}),
             "recovered": report.get("recovered", 0)}
