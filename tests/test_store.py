@@ -164,6 +164,18 @@ def test_different_arxiv_ids_never_merge(tmp_path):
         assert r.new_papers == 1
 
 
+def test_an_arxiv_id_a_paper_takes_holds_for_the_rest_of_the_digest(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(TITLE), NOW)  # known by its title only
+        r = store.add_digest("b", "2", digest(
+            Entry(TITLE, "x", arxiv_id="2309.16588"),                   # the paper, which takes this id
+            Entry(TITLE.upper(), "y", arxiv_id="2401.00001"),           # another id: another paper
+            Entry("Another title entirely", "z", arxiv_id="2309.16588"),  # the id just taken: the paper
+        ), NOW)
+        assert (r.new_papers, r.known_papers) == (1, 1)
+        assert sorted((p.arxiv_id, p.digest_count) for p in papers(store)) == [("2309.16588", 2), ("2401.00001", 1)]
+
+
 def test_replacements_update_known_papers_and_are_never_new(tmp_path):
     with Store(tmp_path / "s.sqlite3") as store:
         store.add_digest("a", "1", digest(Entry(TITLE, "old abstract", arxiv_id="2309.16588")), NOW)

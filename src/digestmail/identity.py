@@ -17,7 +17,7 @@ import re
 import unicodedata
 import zlib
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 from rapidfuzz.distance import OSA
 
@@ -72,11 +72,10 @@ class TitleKeys:
     tail: str
     folded: str  # words with plurals folded
 
-    @cached_property
-    def numbers(self) -> tuple[str, ...]:  # only a near-duplicate check needs them: found when asked
+    @property
+    def numbers(self) -> tuple[str, ...]:  # computed when asked: only a near-duplicate check needs them
         return tuple(_DIGITS.findall(self.normal))
 
-    @cached_property
     def probes(self) -> tuple[str, ...]:
         """The head and tail keys a title one edit away can have: its length differs by at most one.
 
