@@ -107,7 +107,7 @@ def measure(subscribers: int = 10_000, papers: int = 1_000) -> dict[str, Any]:
         if proc.returncode not in (0, 1):
             raise RuntimeError(err_path.read_text()[-2000:])
         report = json.loads(out_path.read_text())
-        sent = len(report["sent"])
+        sent = report["counts"]["sent"]
         from .smtp import messages  # smtp-sink keeps no sizes: the mean of 50 real digests' emails
         mean = sum(map(len, messages(50))) // 50
         start = time.perf_counter()
