@@ -25,7 +25,7 @@ NOW = "2026-11-23T08:00:00+00:00"
 SUBSCRIBERS = 300
 KILLS = 5
 SEED = 20261123
-DATA_DELAY = 0.01  # seconds the server takes per message: ~300 messages take several seconds
+DATA_DELAY = 0.025  # seconds the server takes per message (one at a time): 300 take ~7.5 s, so kills land mid-run
 
 
 def write_config(root: Path, port: int) -> Path:
