@@ -98,11 +98,13 @@ def test_ledger_hides_sent_papers(tmp_path):
         paper_a = next(p for p in unsent(store, sa) if p.key == "title:a")
         oid = store.queue_edition("e1", sa, "m1@example.org", NOW, [paper_a.id])
         assert store.queue_edition("e1", sa, "m1@example.org", NOW, [paper_a.id]) is None  # a re-run
-        assert store.pending_papers(sa) == {paper_a.id}
+        assert store.taken_papers(sa) == {paper_a.id}  # on its way: never picked again
         assert [p.key for p in unsent(store, sa)] == ["title:a", "title:b"]  # queued is not sent
         store.mark_sending(oid, NOW)
         store.mark_sent(oid, NOW)
-        assert store.pending_papers(sa) == set()
+        assert store.taken_papers(sa) == {paper_a.id}  # now from the ledger
+        assert store.taken_papers(sa, from_paper_id=paper_a.id + 1) == set()
+        assert store.taken_papers(sb) == set()
         assert [p.key for p in unsent(store, sa)] == ["title:b"]
         assert [p.key for p in unsent(store, sb)] == ["title:a", "title:b"]
         assert store.counts()["messages_sent"] == 1

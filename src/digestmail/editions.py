@@ -97,6 +97,7 @@ class Builder:
         self.composer = Composer(self.recipe)
         self.sender, self.renderer = self.composer.sender, self.composer.renderer
         self.index = PaperIndex(papers, now.date())
+        self.first_id = min((p.id for p in papers), default=0)  # the ledger is read from here on
         self.selector = Selector(config.topics, self.index, now)
 
     @classmethod
@@ -110,10 +111,11 @@ class Builder:
         if not mask:
             return Choice(skipped="no matching papers")
         # Sent, or already in an edition on its way (queued, deferred): never picked twice.
-        taken = store.already_sent(sid, [p.id for p in self.index.papers_in(mask)]) | store.pending_papers(sid)
-        for paper_id in taken:
-            if paper_id in self.index.position:
-                mask &= ~(1 << self.index.position[paper_id])
+        position = self.index.position
+        for paper_id in store.taken_papers(sid, self.first_id):
+            at = position.get(paper_id)
+            if at is not None:
+                mask &= ~(1 << at)
         return self.selector.choose(sub, mask)
 
     def picks_for(self, sub: Subscriber, papers: Sequence[Paper]) -> tuple[Pick, ...]:

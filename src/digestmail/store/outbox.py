@@ -106,12 +106,15 @@ class OutboxMixin:
             out.append(OutboxRow(r[0], r[1], r[2], r[3], dt.datetime.fromisoformat(r[4]), r[5], r[6], papers))
         return out
 
-    def pending_papers(self, subscriber_id: int) -> set[int]:
-        """Papers already in an edition on its way to this subscriber (never picked twice)."""
+    def taken_papers(self, subscriber_id: int, from_paper_id: int = 0) -> set[int]:
+        """Papers this subscriber was sent, or that wait in an edition on its way to them (queued,
+        sending, deferred): never picked again. Only ids from `from_paper_id` on: a run's candidates
+        are recent papers, and the ledger's key (subscriber, paper) makes that a short range scan."""
         return {p for (p,) in self.db.execute(
+            "SELECT paper_id FROM deliveries WHERE subscriber_id = ? AND paper_id >= ? UNION ALL "
             "SELECT op.paper_id FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id "
             f"WHERE o.subscriber_id = ? AND o.state IN ({','.join('?' * len(PENDING))})",
-            (subscriber_id, *PENDING))}
+            (subscriber_id, from_paper_id, subscriber_id, *PENDING))}
 
     def sent_since(self, moment: dt.datetime) -> int:
         """Editions marked sent at or after `moment` (what an hourly sending limit counts)."""
