@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import pytest
 
 from digestmail.errors import RuleError
+from digestmail import rules
 from digestmail.rules import And, Field, Not, Or, Phrase, Prefix, Term, compile_rule, singular, words
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -298,3 +299,41 @@ def test_any_text_compiles_or_raises_a_rule_error_with_a_column_inside_it(text):
         assert str(err).splitlines()[2].index("^") - 4 == err.column - 1
     else:
         assert compile_rule(str(rule)).ast == rule.ast
+
+
+# --------------------------------------------------------------------------- fast paths, same results
+
+@FAST
+@given(queries, st.booleans())
+def test_the_one_regex_reader_builds_the_parsers_tree(q, parens):
+    text = ref_text(q, parens)
+    simple = rules._simple(text)
+    assert simple is None or simple == rules._Parser(text).parse(), text
+
+
+@FAST
+@given(st.text(alphabet='ab OR AND NOT -*:()"title abstract author é3\t', max_size=30))
+def test_the_one_regex_reader_leaves_anything_odd_to_the_parser(text):
+    simple = rules._simple(text)
+    if simple is not None:
+        assert simple == rules._Parser(text).parse(), text
+
+
+@pytest.mark.parametrize("text", ["adam", "Adam OR SGD", '"learning rate"', "adam -survey", "optim*", "title:adam",
+                                  "adam sgd", 'title:"Flow Matching" -abstract:survey*', "a AND b OR NOT c",
+                                  "author:hinton OR  -title:x "])
+def test_simple_queries_take_the_one_regex_reader(text):
+    assert rules._simple(text) is not None and rules._simple(text) == rules._Parser(text).parse()
+
+
+@pytest.mark.parametrize("text", ["(a OR b) c", "zero-shot", "schrödinger", "a\tb", "a OR", "-OR", "title:AND",
+                                  "NOT NOT a", 'a"b c"', "title: a", "re:invent", "--a"])
+def test_the_parser_reads_everything_else(text):
+    assert rules._simple(text) is None
+
+
+@FAST
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+       | st.text(alphabet="aZ09 _-.,'é\u0130\u00df\t\n", max_size=40))
+def test_raw_words_are_the_unfolded_words(text):
+    assert rules.raw_words(text) == list(words(text).raw)
