@@ -104,6 +104,21 @@ def test_author_rules_and_negative_only_topics():
     assert titles(both) == ["A study", "B study"] and both.picks[0].match.reason == "topic nosurvey"
 
 
+def test_spans_are_every_occurrence_even_side_by_side():
+    papers = [paper("Adam adam ADAM", "Deep deep deep nets; no no-no no.", authors=("Ada Adams", "Adam"))]
+    s = Selector({"a": 'adam OR "deep deep" OR author:ada*', "b": '"no no"'}, PaperIndex(papers, T0.date()), T0)
+    (pick,) = choose(s, sub(topics=("a", "b"))).picks
+    fields = s.index.fields(0)
+    expected = sorted({(h.field, h.start, h.end, h.term) for rule in ('adam OR "deep deep" OR author:ada*', '"no no"')
+                       for h in compile_rule(rule).find(fields)})
+    assert list(pick.match.spans) == expected
+    assert [(f, s_, e) for f, s_, e, _ in pick.match.spans if f == "title"] == [("title", 0, 4), ("title", 5, 9),
+                                                                                 ("title", 10, 14)]
+    assert len([1 for f, _, _, t in pick.match.spans if t == "deep deep"]) == 2  # they overlap
+    assert len([1 for f, _, _, t in pick.match.spans if t == "no no"]) == 3
+    assert pick.match.reason == "topic a: Adam, Ada, Deep deep · topic b: no no"
+
+
 # -- the index agrees with the rules on the real digests --------------------------------------------------
 
 def seed_papers(shared: Path) -> list[Paper]:

@@ -2,21 +2,24 @@
 
 Every word of every field maps to a bitmask of the papers containing it (a Python int: bit i is
 paper i), so a rule evaluates to a bitmask with a few `&`, `|` and `~` on ints, whatever the number
-of papers, instead of a scan of every paper for every subscriber. Results are cached per rule node,
-so topics that many subscribers share are evaluated once per run. Phrases are checked against word
-positions only for the papers that contain all their words.
+of papers, instead of a scan of every paper for every subscriber. Phrases are checked against each
+field's folded words, kept as one string, only for the papers that contain all their words.
 
 Papers are kept in their order of merit apart from relevance (more digests and upvotes, newer, then
 title), so that among papers a subscriber's rules score equally the best are the lowest bits: taking
 the top k of a tie is taking its k lowest set bits.
+
+Where a term occurs (for highlighting) comes from the same folded strings and each field's word
+offsets, kept compactly for the papers being explained: no token lists are kept.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
 import datetime as dt
 import math
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 from . import rules
@@ -24,14 +27,22 @@ from .models import Paper
 from .rules import And, Field, Node, Not, Or, Phrase, Prefix, Term
 
 _EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-FIELDS_CACHE = 1024  # tokenised papers kept for explanations (~50 KB each with their word index)
+OFFSETS_CACHE = 4096  # papers whose word offsets are kept for explanations (~2 KB each)
 RULES_CACHE = 16384
+LEAF_CACHE = 16384  # prefixes and phrases: dearer than a word, and shared by many rules
+
+Key = tuple[str, tuple[str, ...]]  # a term (rules.term_of) and where it looks
+Leaf = tuple[Key, int, int, int]  # ... and the papers with it in the title, the authors, the abstract
+
+
+def paper_texts(paper: Paper) -> dict[str, str]:
+    """The fields rules look at, as text: the offsets of hits index these strings."""
+    return {"title": paper.title, "abstract": paper.abstract, "author": ", ".join(paper.authors)}
 
 
 def paper_fields(paper: Paper) -> dict[str, rules.Words]:
-    """The tokenised fields rules look at; computed once per paper and shared by every rule."""
-    return {"title": rules.words(paper.title), "abstract": rules.words(paper.abstract),
-            "author": rules.words(", ".join(paper.authors))}
+    """The tokenised fields rules look at (for Rule.matches and Rule.find)."""
+    return {name: rules.words(text) for name, text in paper_texts(paper).items()}
 
 
 def standing(paper: Paper, today: dt.date) -> float:
@@ -52,7 +63,6 @@ class PaperIndex:
         self.papers = [p for _, p in ranked]
         self.standing = [s for s, _ in ranked]
         self.all = (1 << len(self.papers)) - 1
-        self._fields: OrderedDict[int, dict[str, rules.Words]] = OrderedDict()  # for explanations
         # "Papers since T": one mask per distinct ingest time, OR-ed from the newest down.
         by_time: dict[dt.datetime, int] = {}
         for i, p in enumerate(self.papers):
@@ -64,37 +74,46 @@ class PaperIndex:
             self._since[j] = self._since[j + 1] | by_time[self._times[j]]
         self.position = {p.id: i for i, p in enumerate(self.papers)}
         self._words: dict[str, dict[str, int]] = {f: {} for f in rules.FIELDS}  # folded word -> mask
-        self._raw: dict[str, dict[str, int]] = {f: {} for f in rules.FIELDS}  # unfolded word -> mask
-        # Tokens with offsets take ~45 KB a paper: they are used here and dropped; what stays is the
-        # bitmasks and each field's folded words as one string (for phrases). Explanations, for the
-        # few papers an email shows, tokenise again (fields(), cached).
-        self._joins: dict[tuple[int, str], str] = {}
+        # Casefolded words as written, only those plural folding changes (prefixes look at both).
+        self._raw: dict[str, dict[str, int]] = {f: {} for f in rules.FIELDS}
+        # Per field, per paper: its folded words as " w1 w2 … ", so a phrase (or, for a hit, a term)
+        # is a substring search done in C; what stays is these strings and the bitmasks.
+        self._joined: dict[str, list[str]] = {f: [] for f in rules.FIELDS}
+        fold: dict[str, str] = {}  # word -> rules.singular(word): a corpus has few distinct words
+        plural: set[str] = set()  # the words folding changes
         for i, paper in enumerate(self.papers):
             bit = 1 << i
-            for name, toks in paper_fields(paper).items():
-                folded, raw = self._words[name], self._raw[name]
-                for w, _, _ in toks:
-                    folded[w] = folded.get(w, 0) | bit
-                for w in toks.raw:
-                    raw[w] = raw.get(w, 0) | bit
-                self._joins[(i, name)] = " " + " ".join(w for w, _, _ in toks) + " "
-        self._sorted: dict[str, list[str]] = {}
+            for name, text in paper_texts(paper).items():
+                raw = rules.raw_words(text)
+                distinct = set(raw)
+                for w in distinct.difference(fold):
+                    if fold.setdefault(w, rules.singular(w)) != w:
+                        plural.add(w)
+                changed = distinct & plural
+                if changed:
+                    folded = list(map(fold.__getitem__, raw))
+                    table = self._raw[name]
+                    for w in changed:
+                        table[w] = table.get(w, 0) | bit
+                    distinct = set(folded)
+                else:
+                    folded = raw
+                self._joined[name].append(" " + " ".join(folded) + " ")
+                table = self._words[name]
+                for w in distinct:
+                    table[w] = table.get(w, 0) | bit
+        self._sorted: dict[tuple[str, str], list[str]] = {}
         self._rules: dict[str, int] = {}
-        self._cache: dict[tuple[Node, tuple[str, ...]], int] = {}
+        self._leaves: dict[tuple[str, str], int] = {}
+        self._offsets: OrderedDict[tuple[int, str], array] = OrderedDict()
+        self._raw_joined: OrderedDict[tuple[int, str], str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.papers)
 
     def fields(self, i: int) -> dict[str, rules.Words]:
-        """Paper i's tokenised fields (with offsets, for hits and highlights), the most recently used kept."""
-        found = self._fields.get(i)
-        if found is None:
-            if len(self._fields) >= FIELDS_CACHE:
-                self._fields.popitem(last=False)
-            found = self._fields[i] = paper_fields(self.papers[i])
-        else:
-            self._fields.move_to_end(i)  # least recently used goes first: popular papers stay
-        return found
+        """Paper i's tokenised fields, for Rule.find and Rule.matches (tokenised on every call)."""
+        return paper_fields(self.papers[i])
 
     def since(self, moment: dt.datetime) -> int:
         """The papers last ingested at or after `moment`."""
@@ -104,53 +123,82 @@ class PaperIndex:
         """The papers whose bits are set, in index order."""
         return (self.papers[i] for i in bit_positions(mask))
 
+    # -- rules ---------------------------------------------------------------------------------------
+
     def match(self, rule: rules.Rule) -> int:
-        """The papers this rule matches (cached by the rule's text: hashing a string is cheap,
-        hashing a tree of nodes is not)."""
+        """The papers this rule matches (cached by the rule's text)."""
         found = self._rules.get(rule.source)
         if found is None:
             if len(self._rules) >= RULES_CACHE:  # bounded: 100k subscribers' own queries pass through once
                 self._rules.clear()
-                self._cache.clear()
-            found = self._rules[rule.source] = self.mask(rule.ast, rules.DEFAULT_SCOPE)
+            found = self._rules[rule.source] = self.mask(rule.ast)
         return found
 
-    def mask(self, node: Node, scope: tuple[str, ...]) -> int:
-        key = (node, scope)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = self._cache[key] = self._eval(node, scope)
-        return cached
+    def mask(self, node: Node, scope: tuple[str, ...] = rules.DEFAULT_SCOPE) -> int:
+        """The papers a rule tree matches, looking in `scope` (uncached but for prefixes and phrases)."""
+        return self._walk(node, scope, None)
 
-    def _eval(self, node: Node, scope: tuple[str, ...]) -> int:
-        if isinstance(node, Term):
-            return _union(self._words[f].get(node.word, 0) for f in scope)
-        if isinstance(node, Prefix):
-            return _union(self._prefix(f, node.prefix) for f in scope)
-        if isinstance(node, Phrase):
-            return _union(self._phrase(f, node.words) for f in scope)
+    def evaluate(self, rule: rules.Rule) -> tuple[int, dict[Key, Leaf]]:
+        """The papers a rule matches, and per distinct positive term (not under NOT) with where it
+        looks, the papers having it in the title, the authors and the abstract: one walk of the tree."""
+        leaves: dict[Key, Leaf] = {}
+        return self._walk(rule.ast, rules.DEFAULT_SCOPE, leaves), leaves
+
+    def _walk(self, node: Node, scope: tuple[str, ...], leaves: dict[Key, Leaf] | None) -> int:
+        if isinstance(node, (Term, Prefix, Phrase)):
+            title = author = abstract = 0
+            for f in scope:
+                if f == "title":
+                    title = self.leaf(node, f)
+                elif f == "abstract":
+                    abstract = self.leaf(node, f)
+                else:
+                    author = self.leaf(node, f)
+            if leaves is not None:
+                key = (rules.term_of(node), scope)
+                if key not in leaves:
+                    leaves[key] = (key, title, author, abstract)
+            return title | author | abstract
         if isinstance(node, Field):
-            return self.mask(node.child, (node.name,))
+            return self._walk(node.child, (node.name,), leaves)
+        if isinstance(node, Not):
+            return self.all ^ self._walk(node.child, scope, None)
         if isinstance(node, And):
             out = self.all
             for child in node.children:
-                out &= self.mask(child, scope)
-                if not out:
-                    break
+                out &= self._walk(child, scope, leaves)  # no early stop: relevance needs every term
             return out
         if isinstance(node, Or):
-            return _union(self.mask(child, scope) for child in node.children)
-        if isinstance(node, Not):
-            return self.all & ~self.mask(node.child, scope)
+            out = 0
+            for child in node.children:
+                out |= self._walk(child, scope, leaves)
+            return out
         raise TypeError(f"unknown rule node {node!r}")
+
+    def leaf(self, node: Node, field: str) -> int:
+        """The papers whose `field` has this term, phrase or prefix."""
+        if isinstance(node, Term):
+            return self._words[field].get(node.word, 0)
+        key = (rules.term_of(node), field)
+        found = self._leaves.get(key)
+        if found is None:
+            if len(self._leaves) >= LEAF_CACHE:
+                self._leaves.clear()
+            if isinstance(node, Prefix):
+                found = self._prefix(field, node.prefix)
+            else:
+                assert isinstance(node, Phrase)
+                found = self._phrase(field, node.words)
+            self._leaves[key] = found
+        return found
 
     def _prefix(self, field: str, prefix: str) -> int:
         # Like rules.Prefix: compare with the words as written (casefolded) and as plural-folded.
         out = 0
         for kind, table in (("raw", self._raw[field]), ("folded", self._words[field])):
-            vocab = self._sorted.get(f"{kind}:{field}")
+            vocab = self._sorted.get((kind, field))
             if vocab is None:
-                vocab = self._sorted[f"{kind}:{field}"] = sorted(table)
+                vocab = self._sorted[(kind, field)] = sorted(table)
             i = bisect.bisect_left(vocab, prefix)
             while i < len(vocab) and vocab[i].startswith(prefix):
                 out |= table[vocab[i]]
@@ -166,31 +214,73 @@ class PaperIndex:
                 return 0
         out = 0
         needle = " " + " ".join(ws) + " "
+        joined = self._joined[field]
         for i in bit_positions(candidates):
-            if needle in self._joined(i, field):
+            if needle in joined[i]:
                 out |= 1 << i
         return out
 
-    def _joined(self, i: int, field: str) -> str:
-        """A field's folded words as " w1 w2 … ": a phrase is then a substring test done in C."""
-        return self._joins[(i, field)]
+    # -- where a term occurs, for highlighting ---------------------------------------------------------
+
+    def spans(self, i: int, node: Node, field: str) -> list[tuple[int, int]]:
+        """The (start, end) character offsets of each occurrence of a term, phrase or prefix in paper
+        i's field, in text order; the same occurrences as Rule.find on paper_fields()."""
+        joined = self._joined[field][i]
+        n = 1
+        if isinstance(node, Term):
+            found = _word_numbers(joined, " " + node.word + " ")
+        elif isinstance(node, Phrase):
+            found, n = _word_numbers(joined, " " + " ".join(node.words) + " "), len(node.words)
+        else:
+            assert isinstance(node, Prefix)
+            needle = " " + node.prefix
+            found = _word_numbers(joined, needle)
+            raw = _word_numbers(self._raw_words(i, field), needle)
+            if raw != found:
+                found = sorted(set(found).union(raw))
+        if not found:
+            return []
+        offsets = self._word_offsets(i, field)
+        return [(offsets[2 * k], offsets[2 * (k + n) - 1]) for k in found]
+
+    def _word_offsets(self, i: int, field: str) -> array:
+        """Start and end of every word of paper i's field, flat: array('I') is 8 bytes a word."""
+        key = (i, field)
+        found = self._offsets.get(key)
+        if found is None:
+            if len(self._offsets) >= OFFSETS_CACHE * 3:
+                self._offsets.popitem(last=False)
+            text = paper_texts(self.papers[i])[field]
+            found = self._offsets[key] = array("I", [x for m in rules.WORD.finditer(text) for x in m.span()])
+        else:
+            self._offsets.move_to_end(key)  # least recently used goes first: popular papers stay
+        return found
+
+    def _raw_words(self, i: int, field: str) -> str:
+        """Paper i's field as " w1 w2 … " of casefolded words before plural folding (for prefixes)."""
+        key = (i, field)
+        found = self._raw_joined.get(key)
+        if found is None:
+            if len(self._raw_joined) >= OFFSETS_CACHE:
+                self._raw_joined.popitem(last=False)
+            text = paper_texts(self.papers[i])[field]
+            found = self._raw_joined[key] = " " + " ".join(rules.raw_words(text)) + " "
+        else:
+            self._raw_joined.move_to_end(key)
+        return found
 
 
-def _union(masks: Iterator[int] | Sequence[int]) -> int:
-    out = 0
-    for m in masks:
-        out |= m
-    return out
-
-
-def lowest_bits(mask: int, k: int) -> int:
-    """The k lowest set bits of mask (all of them if it has fewer)."""
-    out = 0
-    while mask and k:
-        low = mask & -mask
-        out |= low
-        mask ^= low
-        k -= 1
+def _word_numbers(joined: str, needle: str) -> list[int]:
+    """The numbers of the words of " w0 w1 … " where `needle` (which starts with the space before a
+    word) occurs: a word's number is the count of spaces before it."""
+    out = []
+    at = joined.find(needle)
+    k = last = 0
+    while at != -1:
+        k += joined.count(" ", last, at)
+        last = at
+        out.append(k)
+        at = joined.find(needle, at + 1)
     return out
 
 
@@ -202,14 +292,3 @@ def bit_positions(mask: int) -> list[int]:
         out.append(low.bit_length() - 1)
         mask ^= low
     return out
-
-
-def positive_leaves(node: Node, scope: tuple[str, ...] = rules.DEFAULT_SCOPE) -> Iterator[tuple[Node, tuple[str, ...]]]:
-    """The terms, phrases and prefixes a rule asks for (not those under NOT), with where they look."""
-    if isinstance(node, (Term, Phrase, Prefix)):
-        yield node, scope
-    elif isinstance(node, Field):
-        yield from positive_leaves(node.child, (node.name,))
-    elif isinstance(node, (And, Or)):
-        for child in node.children:
-            yield from positive_leaves(child, scope)

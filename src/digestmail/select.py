@@ -10,9 +10,11 @@ docs/selection.md:
 2. standing (index.standing): more digests and upvotes, and a newer digest, first;
 3. title, then the paper's id: the order is always the same for the same input.
 
-Relevance is summed over bit planes (bit p of every candidate's relevance in one int), so ranking a
-subscriber costs a few dozen integer operations whatever the number of candidates, and the top k are
-found by radix selection on those planes; the index already orders ties by standing and title.
+Relevance is kept as bit planes (bit p of every paper's relevance in one int): each rule's, once per
+rule text, and a subscriber's as the sum of their rules' (a few ripple-carry additions of ints). The
+top k are found by radix selection on those planes, most significant first; the index already orders
+ties by standing and title. Explanations come from the same index: which terms count is known per
+rule as bitmasks, and only their occurrences in the paper are looked up.
 """
 
 from __future__ import annotations
@@ -21,27 +23,67 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from collections import OrderedDict
+from typing import NamedTuple
 
 from . import rules
-from .index import PaperIndex, bit_positions, lowest_bits, positive_leaves
+from .index import Key, Leaf, PaperIndex
 from .models import Edition, Match, Paper, Pick, Subscriber
 
 TITLE, AUTHOR, ABSTRACT = 3, 2, 1
-PLAN_CACHE = 4096
-RULE_CACHE = 8192
+PLAN_CACHE = 256  # rebuilt cheaply from the rules' Units; kept longer, they cost the GC more than they save
+RULE_CACHE = 8192  # own queries' Units (~1 KB each at 1,000 papers); topics' are kept for the whole run
+PIECE_CACHE = 32768  # what one rule hits in one paper (~0.5 KB each), shared by the topic's subscribers
+_FIND_ORDER = {"title": 0, "abstract": 1, "author": 2}  # Rule.find's order of fields
+_TEXT_ORDER = {"title": 0, "author": 1, "abstract": 2}  # the order an email shows them in
+
+Planes = tuple[int, ...]  # bit p of every paper's relevance in planes[p]
+Hits = tuple[tuple[str, str, rules.Node, int], ...]  # (field, term, node, papers where it counts)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A subscriber's rules against this run's index: (source name, rule) for each topic and the
-    query, the exclude, the papers they select, and per distinct term its (title, author, abstract)
-    masks for the relevance sum."""
+class Unit:
+    """One rule against this run's index, computed once per rule text: the papers it matches, its
+    positive terms (with where they look) and the relevance they give every paper, as bit planes."""
 
-    sources: tuple[tuple[str, rules.Rule], ...]
+    __slots__ = ("rule", "mask", "sketch", "planes", "_hits")
+
+    def __init__(self, rule: rules.Rule, index: PaperIndex) -> None:
+        self.rule = rule
+        self.mask, found = index.evaluate(rule)
+        # One bit per term, hashed: rules whose sketches do not meet share no term (the usual case,
+        # told with one `&`); when they meet, the terms themselves say for sure.
+        self.sketch = 0
+        planes: Planes = ()
+        for key, leaf in found.items():
+            self.sketch |= 1 << (hash(key) & 255)
+            planes = _sum(planes, _leaf_planes(leaf))
+        self.planes = planes
+        self._hits: Hits | None = None
+
+    def hit_masks(self, index: PaperIndex) -> Hits:
+        """(field, term, node, papers) for each term and field whose occurrences Rule.find reports:
+        a term counts where it occurs and every AND above it holds (an OR's other sides do not
+        matter, and nothing under a NOT counts)."""
+        if self._hits is None:
+            out: dict[tuple[str, str], tuple[rules.Node, int]] = {}
+            _counting(index, self.rule.ast, rules.DEFAULT_SCOPE, index.all, out)
+            self._hits = tuple((f, term, node, m) for (f, term), (node, m) in out.items())
+        return self._hits
+
+
+class Plan(NamedTuple):
+    """A subscriber's rules against this run's index: the name of each source (a topic, or "query"),
+    its Unit, the exclude, the papers they select and the relevance of every paper as bit planes."""
+
+    names: tuple[str, ...]
+    units: tuple[Unit, ...]
     exclude: rules.Rule | None
     mask: int
-    leaves: tuple[tuple[int, int, int], ...]
+    planes: Planes
+
+    @property
+    def sources(self) -> tuple[tuple[str, rules.Rule], ...]:
+        """(name, rule) of each topic and the query."""
+        return tuple((name, unit.rule) for name, unit in zip(self.names, self.units))
 
 
 @dataclass(frozen=True)
@@ -55,48 +97,87 @@ class Choice:
 
 @dataclass
 class Selector:
-    """Selection over one run's index; plans and explanations are cached across subscribers."""
+    """Selection over one run's index; rules, plans and explanations are cached across subscribers."""
 
     topics: Mapping[str, str]
     index: PaperIndex
     now: dt.datetime
     # Bounded: subscribers stream past once each, but neighbours often share the same topics.
-    _plans: OrderedDict[tuple[tuple[str, ...], str, str], Plan] = field(default_factory=OrderedDict)
-    _leaves: dict[str, tuple[tuple[object, tuple[int, int, int]], ...]] = field(default_factory=dict)
-    _found: dict[tuple[str, int], list[rules.Hit]] = field(default_factory=dict)
+    _plans: dict[tuple[tuple[str, ...], str, str], Plan] = field(default_factory=dict)
+    _last: tuple[Subscriber, Plan] | None = None
+    _topic_units: dict[str, Unit] = field(default_factory=dict)
+    _units: dict[str, Unit] = field(default_factory=dict)
+    _windows: dict[tuple[dt.datetime | None, int], int] = field(default_factory=dict)
+    _pieces: dict[tuple[str, int], Piece] = field(default_factory=dict)
 
     def plan(self, sub: Subscriber) -> Plan:
+        if self._last is not None and self._last[0] is sub:
+            return self._last[1]  # candidates, rank and ten explanations in a row ask for this one
         key = (sub.topics, sub.query, sub.exclude)
         plan = self._plans.get(key)
-        if plan is not None:
-            self._plans.move_to_end(key)
-            return plan
-        sources = [(t, rules.compile_rule(self.topics[t])) for t in sub.topics if t in self.topics]
-        if sub.query:
-            sources.append(("query", rules.compile_rule(sub.query)))
-        exclude = rules.compile_rule(sub.exclude) if sub.exclude else None
-        mask = 0
-        for _, rule in sources:
-            mask |= self.index.match(rule)
-        if mask and exclude is not None:
-            mask &= ~self.index.match(exclude)
-        leaves = dict(pair for _, rule in sources for pair in self._rule_leaves(rule))
-        plan = self._plans[key] = Plan(tuple(sources), exclude, mask, tuple(leaves.values()))
-        if len(self._plans) > PLAN_CACHE:
-            self._plans.popitem(last=False)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(sub)
+        self._last = (sub, plan)
         return plan
 
-    def _rule_leaves(self, rule: rules.Rule) -> tuple[tuple[object, tuple[int, int, int]], ...]:
-        """Per distinct term of a rule: a key, and the papers with it in the title, authors, abstract."""
-        found = self._leaves.get(rule.source)
+    def _plan(self, sub: Subscriber) -> Plan:
+        names = sub.topics
+        try:
+            units = [self._topic_units[name] for name in names]
+        except KeyError:
+            names = tuple(name for name in names if name in self.topics)  # unknown topics select nothing
+            units = [self._topic_unit(name) for name in names]
+        if sub.query:
+            names += ("query",)
+            units.append(self._units.get(sub.query) or self.unit(rules.compile_rule(sub.query)))
+        mask = 0
+        for unit in units:
+            mask |= unit.mask
+        exclude = None
+        if sub.exclude:
+            exclude = rules.compile_rule(sub.exclude)
+            if mask:
+                mask ^= mask & self.index.match(exclude)
+        return Plan(names, tuple(units), exclude, mask, self._relevance(units))
+
+    def _relevance(self, units: list[Unit]) -> Planes:
+        """The subscriber's relevance: each distinct term counted once, however many rules ask for it."""
+        if not units:
+            return ()
+        planes = units[0].planes
+        sketch = units[0].sketch
+        for unit in units[1:]:
+            if sketch & unit.sketch:
+                break
+            sketch |= unit.sketch
+            planes = _sum(planes, unit.planes)
+        else:  # no term in two rules: the sum of the rules' sums
+            return planes
+        # Rare enough to evaluate the rules again rather than keep every rule's terms and masks.
+        distinct: dict[Key, Leaf] = {}
+        for unit in units:
+            distinct.update(self.index.evaluate(unit.rule)[1])
+        planes = ()
+        for leaf in distinct.values():
+            planes = _sum(planes, _leaf_planes(leaf))
+        return planes
+
+    def _topic_unit(self, name: str) -> Unit:
+        found = self._topic_units.get(name)
         if found is None:
-            out = {}
-            for node, scope in positive_leaves(rule.ast):
-                masks = tuple(self.index.mask(node, (f,)) if f in scope else 0 for f in ("title", "author", "abstract"))
-                out[(node, scope)] = masks
-            if len(self._leaves) >= RULE_CACHE:  # own queries are mostly seen once: keep memory flat
-                self._leaves.clear()
-            found = self._leaves[rule.source] = tuple(out.items())
+            found = self._topic_units[name] = self.unit(rules.compile_rule(self.topics[name]))
+        return found
+
+    def unit(self, rule: rules.Rule) -> Unit:
+        """A rule against this index, cached by its text (bounded: own queries are mostly seen once;
+        topics' Units are also kept by name, for the whole run)."""
+        found = self._units.get(rule.source)
+        if found is None:
+            if len(self._units) >= RULE_CACHE:
+                self._units.clear()
+            found = self._units[rule.source] = Unit(rule, self.index)
         return found
 
     def window(self, sub: Subscriber) -> dt.datetime:
@@ -107,76 +188,64 @@ class Selector:
     def candidates(self, sub: Subscriber) -> int:
         """The index's papers this subscriber's rules select (before the ledger), as a bitmask."""
         mask = self.plan(sub).mask
-        return mask & self.index.since(self.window(sub)) if mask else 0
-
-    def planes(self, plan: Plan, mask: int) -> list[int]:
-        """Relevance of every paper in mask, as bit planes: bit i of planes[p] is bit p of paper i's."""
-        planes: list[int] = []
-        for t, u, a in plan.leaves:
-            title = t & mask
-            rest = mask & ~title
-            author = u & rest
-            abstract = a & rest & ~author
-            if title:
-                _add(planes, title, TITLE)
-            if author:
-                _add(planes, author, AUTHOR)
-            if abstract:
-                _add(planes, abstract, ABSTRACT)
-        return planes
+        if not mask:
+            return 0
+        key = (sub.joined_at, sub.backfill_days)
+        since = self._windows.get(key)
+        if since is None:
+            since = self._windows[key] = self.index.since(self.window(sub))
+        return mask & since
 
     def rank(self, sub: Subscriber, mask: int, k: int) -> list[tuple[Paper, int]]:
         """The k best papers of mask for this subscriber, best first, with their relevance."""
-        planes = self.planes(self.plan(sub), mask)
-        chosen, tied, need = 0, mask, k
-        for plane in reversed(planes):  # radix selection, most significant bit first
-            high = tied & plane
-            count = high.bit_count()
-            if count >= need:
-                tied = high
-            else:
-                chosen |= high
-                need -= count
-                tied &= ~plane
-        chosen |= lowest_bits(tied, need)  # equal relevance: the index order decides
-        relevance = dict.fromkeys(bit_positions(chosen), 0)
-        for p, plane in enumerate(planes):
-            for i in bit_positions(plane & chosen):
-                relevance[i] += 1 << p
-        order = sorted(relevance, key=lambda i: (-relevance[i], i))
-        return [(self.index.papers[i], relevance[i]) for i in order]
+        planes = self.plan(sub).planes
+        out: list[tuple[Paper, int]] = []
+        if mask.bit_count() <= k:
+            _order(self.index.papers, planes, len(planes) - 1, mask, 0, out)
+        else:
+            _select(self.index.papers, planes, len(planes) - 1, mask, k, 0, out)
+        return out
 
     def score(self, sub: Subscriber, paper: Paper) -> tuple[int, float]:
         """(relevance, standing) of one paper for this subscriber, for explanations."""
         i = self.index.position[paper.id]
-        planes = self.planes(self.plan(sub), 1 << i)
+        planes = self.plan(sub).planes
         return sum((plane >> i & 1) << p for p, plane in enumerate(planes)), self.index.standing[i]
 
     def explain(self, sub: Subscriber, paper: Paper) -> Match:
         """Which topics brought this paper, the words they hit (with offsets), and a one-line reason."""
         plan = self.plan(sub)
-        fields = self.index.fields(self.index.position[paper.id])
-        texts = {"title": paper.title, "abstract": paper.abstract, "author": ", ".join(paper.authors)}
+        i = self.index.position[paper.id]
+        bit = 1 << i
         topics: list[str] = []
-        hits: list[rules.Hit] = []
+        pieces: list[Piece] = []
         reasons: list[str] = []
-        for name, rule in plan.sources:
-            if not self.index.match(rule) & (1 << self.index.position[paper.id]):
+        for name, unit in zip(plan.names, plan.units):
+            if not unit.mask & bit:
                 continue
-            key = (rule.source, paper.id)
-            found = self._found.get(key)
-            if found is None:
-                if len(self._found) >= RULE_CACHE * 4:
-                    self._found.clear()
-                found = self._found[key] = rule.find(fields)
+            piece = self.piece(unit, paper, i)
             topics.append(name)
-            hits.extend(found)
+            pieces.append(piece)
             label = "your query" if name == "query" else f"topic {name}"
-            shown = _shown(found, texts)
-            reasons.append(f"{label}: {', '.join(shown)}" if shown else label)
-        terms = tuple(dict.fromkeys(h.term for h in _in_text_order(hits)))
-        spans = tuple(sorted({(h.field, h.start, h.end, h.term) for h in hits}))
+            reasons.append(f"{label}: {piece.shown}" if piece.shown else label)
+        if len(pieces) == 1:
+            terms, spans = pieces[0].terms, pieces[0].spans
+        else:  # each term where it first occurs in any source: the text order, then the sources' order
+            firsts = sorted((at, start, n, k, term) for n, piece in enumerate(pieces)
+                            for at, start, k, term in piece.firsts)
+            terms = tuple(dict.fromkeys(term for *_, term in firsts))
+            spans = tuple(sorted({span for piece in pieces for span in piece.spans}))
         return Match(topics=tuple(topics), terms=terms, spans=spans, reason=" · ".join(reasons))
+
+    def piece(self, unit: Unit, paper: Paper, i: int) -> Piece:
+        """What one rule that matches paper i hits in it (cached: many subscribers share a topic)."""
+        key = (unit.rule.source, i)
+        found = self._pieces.get(key)
+        if found is None:
+            if len(self._pieces) >= PIECE_CACHE:
+                self._pieces.clear()
+            found = self._pieces[key] = _piece(self.index, unit, paper, i)
+        return found
 
     def choose(self, sub: Subscriber, unsent: int) -> Choice:
         """The picks for one email from these unsent candidates (a mask), or why there is none."""
@@ -189,33 +258,149 @@ class Selector:
         return Choice(picks=tuple(Pick(p, self.explain(sub, p)) for p, _ in ranked), matched=matched)
 
 
-def _add(planes: list[int], found: int, weight: int) -> None:
-    """Add `weight` to the relevance of every paper in `found`, ripple-carrying through the planes
-    (a new plane is opened when a carry runs off the top)."""
-    p = 0
-    while weight:
-        if weight & 1:
-            carry, q = found, p
-            while carry:
-                while q >= len(planes):
-                    planes.append(0)
-                planes[q], carry = planes[q] ^ carry, planes[q] & carry
-                q += 1
-        weight >>= 1
+# -- relevance and the top k ---------------------------------------------------------------------------
+
+def _leaf_planes(leaf: Leaf) -> Planes:
+    """One term's relevance as planes: 3 where it is in the title, else 2 among the authors, else
+    1 in the abstract."""
+    _, title, author, abstract = leaf
+    author ^= author & title
+    abstract ^= abstract & (title | author)
+    low, high = title | abstract, title | author  # 3 = 0b11, 2 = 0b10, 1 = 0b01
+    return (low, high) if high else (low,) if low else ()
+
+
+def _sum(a: Planes, b: Planes) -> Planes:
+    """a + b, paper by paper, on bit planes (ripple carry; the first plane has no carry in)."""
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return a
+    x, y = a[0], b[0]
+    out = [x ^ y]
+    carry = x & y
+    p, n = 1, len(b)
+    while p < n:
+        x, y = a[p], b[p]
+        s = x ^ y
+        out.append(s ^ carry)
+        carry = (x & y) | (s & carry)
         p += 1
+    n = len(a)
+    while p < n and carry:
+        x = a[p]
+        out.append(x ^ carry)
+        carry &= x
+        p += 1
+    if p < n:
+        out.extend(a[p:])
+    elif carry:
+        out.append(carry)
+    return tuple(out)
 
 
-def _in_text_order(hits: list[rules.Hit]) -> list[rules.Hit]:
-    order = {"title": 0, "author": 1, "abstract": 2}
-    return sorted(hits, key=lambda h: (order.get(h.field, 3), h.start))
+def _order(papers: list[Paper], planes: Planes, p: int, tied: int, relevance: int,
+           out: list[tuple[Paper, int]]) -> None:
+    """Append every paper of `tied` (equal in the planes above p), best first, with its relevance:
+    a most-significant-plane-first radix sort; the index order breaks the last ties."""
+    while p >= 0:
+        high = tied & planes[p]
+        if high:
+            if high == tied:
+                relevance |= 1 << p
+            else:
+                _order(papers, planes, p - 1, high, relevance | 1 << p, out)
+                tied ^= high
+        p -= 1
+    while tied:
+        rest = tied & (tied - 1)
+        out.append((papers[(tied ^ rest).bit_length() - 1], relevance))
+        tied = rest
 
 
-def _shown(hits: list[rules.Hit], texts: Mapping[str, str]) -> list[str]:
-    """The words as the paper writes them, first occurrence first, each term once."""
-    seen: dict[str, str] = {}
-    for h in _in_text_order(hits):
-        seen.setdefault(h.term, texts[h.field][h.start:h.end])
-    return list(seen.values())
+def _select(papers: list[Paper], planes: Planes, p: int, tied: int, k: int, relevance: int,
+            out: list[tuple[Paper, int]]) -> None:
+    """Append the k best papers of `tied` (which has more than k), best first: radix selection, most
+    significant plane first, sorting only the groups that are taken whole."""
+    while p >= 0:
+        high = tied & planes[p]
+        if high:
+            count = high.bit_count()
+            if count > k:
+                tied = high
+                relevance |= 1 << p
+            else:
+                _order(papers, planes, p - 1, high, relevance | 1 << p, out)
+                k -= count
+                if not k:
+                    return
+                tied ^= high
+        p -= 1
+    while k:
+        rest = tied & (tied - 1)
+        out.append((papers[(tied ^ rest).bit_length() - 1], relevance))
+        tied = rest
+        k -= 1
+
+
+# -- explanations --------------------------------------------------------------------------------------
+
+class Piece(NamedTuple):
+    """What one rule hits in one paper: its distinct terms in the order an email shows them (fields
+    title, authors, abstract, then offsets; ties in Rule.find's order), where each first occurs
+    (field rank, start, rank among the hits), the hits (field, start, end, term) sorted, and the words
+    as the paper writes them for the reason line ("Adam, learning rate")."""
+
+    terms: tuple[str, ...]
+    firsts: tuple[tuple[int, int, int, str], ...]
+    spans: tuple[tuple[str, int, int, str], ...]
+    shown: str
+
+
+def _piece(index: PaperIndex, unit: Unit, paper: Paper, i: int) -> Piece:
+    bit = 1 << i
+    found = [(_FIND_ORDER[f], start, end, term, f) for f, term, node, m in unit.hit_masks(index)
+             if m & bit for start, end in index.spans(i, node, f)]
+    if not found:  # a match by negation only (`-survey`)
+        return Piece((), (), (), "")
+    found.sort()  # Rule.find's order: field, start, end, term
+    hits = [(f, start, end, term) for _, start, end, term, f in found]
+    hits.sort(key=_text_order)  # stable: ties keep that order
+    texts = {"title": paper.title, "abstract": paper.abstract, "author": ", ".join(paper.authors)}
+    shown: dict[str, str] = {}
+    firsts = []
+    for k, (f, start, end, term) in enumerate(hits):
+        if term not in shown:
+            shown[term] = texts[f][start:end]
+            firsts.append((_TEXT_ORDER[f], start, k, term))
+    return Piece(tuple(shown), tuple(firsts), tuple(sorted(hits)), ", ".join(shown.values()))
+
+
+def _text_order(hit: tuple[str, int, int, str]) -> tuple[int, int]:
+    return _TEXT_ORDER[hit[0]], hit[1]
+
+
+def _counting(index: PaperIndex, node: rules.Node, scope: tuple[str, ...], live: int,
+              out: dict[tuple[str, str], tuple[rules.Node, int]]) -> None:
+    """Collect, per (field, term), the papers where that term's occurrences count as hits; `live`:
+    the papers where every AND above `node` holds."""
+    if isinstance(node, (rules.Term, rules.Phrase, rules.Prefix)):
+        term = rules.term_of(node)
+        for f in scope:
+            m = index.leaf(node, f) & live
+            if m:
+                before = out.get((f, term))
+                out[(f, term)] = (node, m | before[1] if before else m)
+    elif isinstance(node, rules.Field):
+        _counting(index, node.child, (node.name,), live, out)
+    elif isinstance(node, rules.And):
+        live &= index.mask(node, scope)
+        for child in node.children:
+            _counting(index, child, scope, live, out)
+    elif isinstance(node, rules.Or):
+        for child in node.children:
+            _counting(index, child, scope, live, out)
+    # under a NOT nothing counts
 
 
 def edition(sub: Subscriber, subscriber_id: int, picks: tuple[Pick, ...], now: dt.datetime) -> Edition:
