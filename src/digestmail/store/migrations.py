@@ -208,3 +208,10 @@ def _hashed_title_keys(db: sqlite3.Connection) -> None:
 # indexes a fifth of the size, so each digest rewrites far fewer index pages. Compact titles lose their
 # index: equal ones share a head block. title_compact, title_head and title_tail are no longer used.
 migration(("0014_hashed_title_keys", _hashed_title_keys))
+
+
+# Nothing looks outbox papers up by paper (every query goes by edition), and papers are never deleted:
+# the index only cost each queued edition a few more pages to write.
+migration(("0015_drop_outbox_papers_paper_index", """
+DROP INDEX outbox_papers_paper;
+"""))
