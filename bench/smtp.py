@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 from digestmail.config import SmtpSettings
 from digestmail.message import Envelope
-from digestmail.transport import Outgoing, SmtpTransport
+from digestmail.smtp import SmtpTransport
+from digestmail.transport import Outgoing
 
 from .render import editions
 

@@ -1,4 +1,4 @@
-"""The two body passes of aiosmtplib, replaced by C-speed equivalents (transport._LineEndings/_LeadingDots):
+"""The two body passes of aiosmtplib, replaced by C-speed equivalents (smtp._LineEndings/_LeadingDots):
 same bytes out as aiosmtplib's own regexes for any input, and a real server receives what was meant."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digestmail import transport
+from digestmail import smtp
 from digestmail.config import SmtpSettings
 from digestmail.message import Envelope
 
@@ -25,22 +25,22 @@ bodies = st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"x
 def test_aiosmtplib_uses_the_fast_equivalents():
     from aiosmtplib import protocol
 
-    assert transport.FAST_DATA, "aiosmtplib changed its DATA code: check transport._speed_up_aiosmtplib"
-    assert isinstance(protocol.LINE_ENDINGS_REGEX, transport._LineEndings)
-    assert isinstance(protocol.PERIOD_REGEX, transport._LeadingDots)
-    assert transport._speed_up_aiosmtplib()  # applying it twice changes nothing
+    assert smtp.FAST_DATA, "aiosmtplib changed its DATA code: check smtp._speed_up_aiosmtplib"
+    assert isinstance(protocol.LINE_ENDINGS_REGEX, smtp._LineEndings)
+    assert isinstance(protocol.PERIOD_REGEX, smtp._LeadingDots)
+    assert smtp._speed_up_aiosmtplib()  # applying it twice changes nothing
 
 
 @settings(max_examples=500)
 @given(bodies)
 def test_line_endings_equal_the_regex(data):
-    assert transport._LineEndings(LINE_ENDINGS).sub(b"\r\n", data) == LINE_ENDINGS.sub(b"\r\n", data)
+    assert smtp._LineEndings(LINE_ENDINGS).sub(b"\r\n", data) == LINE_ENDINGS.sub(b"\r\n", data)
 
 
 @settings(max_examples=500)
 @given(bodies)
 def test_leading_dots_equal_the_regex(data):
-    assert transport._LeadingDots(PERIOD).sub(b"..", data) == PERIOD.sub(b"..", data)
+    assert smtp._LeadingDots(PERIOD).sub(b"..", data) == PERIOD.sub(b"..", data)
 
 
 def test_a_server_receives_lone_line_ends_normalised_and_dots_intact():
@@ -48,11 +48,11 @@ def test_a_server_receives_lone_line_ends_normalised_and_dots_intact():
     with SmtpServer() as server:
         settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
                                  timeout=5, ca_file=None, max_connections=1)
-        smtp = transport.SmtpTransport(settings_)
+        client = smtp.SmtpTransport(settings_)
         try:
-            smtp.send(body, Envelope("papers@example.org", ("reader@example.org",)), "k")
+            client.send(body, Envelope("papers@example.org", ("reader@example.org",)), "k")
         finally:
-            smtp.close()
+            client.close()
         (received,) = server.messages
     # aiosmtpd undoes the dot-stuffing: what arrives is the message with CRLF line ends, every dot kept.
     assert received.data == b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\nlone CR\r\n.\r\nend.\r\n"
