@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import cycle, dkim, ingest, render, select, smtp
+from . import build, cycle, dkim, ingest, render, select, smtp
 
 # name, function, full-size arguments, quick arguments, (metric, target, "min"|"max"), what it means
 STAGES: list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any], tuple[str, float, str], str]] = [
@@ -27,6 +27,9 @@ STAGES: list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any], dict[str,
      ("select_seconds", 2.0, "max"), "P3: 100k subscribers x 1k papers, seconds (ref: per-subscriber regex scan)"),
     ("render", render.measure, {"n": 2000}, {"n": 30, "naive_sample": 5},
      ("emails_per_s", 1_500, "min"), "P2: render + MIME, emails/s on one core (ref: MJML per email + EmailMessage)"),
+    ("build", build.measure, {"subscribers": 10_000, "papers": 1_000}, {"subscribers": 30, "papers": 100, "rounds": 1},
+     ("us_per_edition", 700, "max"),
+     "build process CPU per edition, µs: the cycle's 10k varied editions through Composer.build"),
     ("smtp", smtp.measure, {"n": 2000}, {"n": 20},
      ("ratio_to_smtp_source", 0.4, "min"), "SMTP transport to smtp-sink, as a share of smtp-source's rate (same sink, run)"),
     ("cycle", cycle.measure, {"subscribers": 10_000, "papers": 1_000}, {"subscribers": 30, "papers": 100},
