@@ -500,6 +500,125 @@ def test_sent_size_is_the_base64_size_as_sent():
         assert base64.b64decode(body).decode("utf-8") == text
 
 
+# -- the same bytes, cheaper ------------------------------------------------------------------------
+
+WRAP_WORDS = st.sampled_from(["a", "bb", "optimizer", "x" * 30, "https://github.com/org/a-very-long-repository-name",
+                              "well-known", "é", "🎉", "\0", "-", " ", "  ", "\t", "\n", "\xa0", "\u3000", "\x1c"])
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(words=st.lists(WRAP_WORDS, max_size=40), indent=st.sampled_from(["", " ", "   ", "     " * 3]),
+       hang=st.sampled_from(["", "   ", "     "]), width=st.integers(1, 90))
+def test_wrap_is_textwrap_fill(words, indent, hang, width):
+    import textwrap
+
+    text = "".join(words)
+    expected = textwrap.fill(re.sub(r"\s+", " ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=hang, break_on_hyphens=False, break_long_words=False)
+    assert render.wrap(text, indent, hang, width) == expected
+
+
+def test_printable_text_has_no_whitespace_but_spaces():
+    # wrap() skips the whitespace regex for printable text on this ground.
+    assert [c for c in map(chr, range(0x110000)) if c.isprintable() and c != " " and re.match(r"\s", c)] == []
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=st.text(max_size=30),
+       spans=st.lists(st.tuples(st.integers(-5, 40), st.integers(-5, 40)), max_size=6))
+def test_spans_with_the_same_merge_split_the_same(text, spans):
+    merged = render.merge_spans(spans, len(text))
+    assert render.split_parts(text, merged) == render.split_parts(text, spans)
+    assert render.merge_spans(merged, len(text)) == merged
+    assert all(0 <= s < e <= len(text) for s, e in merged)
+    assert all(a[1] < b[0] for a, b in zip(merged, merged[1:]))  # apart: touching ones were merged
+
+
+def plain_html(renderer: render.Renderer) -> jinja2.Template:
+    """The HTML template as Jinja compiles it, without the memoised loops or the cheaper escape."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(mjml.mjml2html(renderer.html_source, disable_comments=True, fonts={}))
+
+
+SHARED_PAPERS = [
+    rich(title="Adam for federated diffusion", abstract="An optimizer for federated diffusion. " * 20,
+         authors=("Ada Lovelace", "Grace Hopper"), arxiv_id="2411.00002", upvotes=3, digest_count=2),
+    rich(title="Flow matching <fast> & federated", abstract="Flow matching with adam: https://x.org/a-b. " * 5),
+    rich(title="Optimizers compared", abstract="We compare the Adam optimizer \"and\" federated ones."),
+]
+SHARED_READERS = [Subscriber(email=f"r{i}@example.org", name=f"R {i}", topics=topics) for i, topics in enumerate(
+    [("optimizers",), ("federated",), ("optimizers", "federated"), ("diffusion", "federated", "optimizers"),
+     ("optimizers",), ("federated",)])]
+
+
+def shared_editions() -> list[Edition]:
+    out = []
+    for sub in SHARED_READERS:
+        selector = select.Selector(TOPICS, PaperIndex(SHARED_PAPERS), NOW)
+        picks = tuple(Pick(p, m) for p in SHARED_PAPERS if (m := selector.explain(sub, p)).topics)
+        out.append(Edition(sub, 1, picks, NOW, select.edition_key(sub.email, NOW)))
+    return out
+
+
+def test_loops_over_shared_pieces_render_once_and_the_same():
+    r = render.Renderer(sender_line="x")
+    plain = plain_html(r)
+    for ed in shared_editions() * 2:  # the second time round, every shared piece's HTML is kept
+        ctx = r.context(ed)
+        assert r.html.render(ctx) == plain.render(ctx)
+    kept = [p for p in ctx["papers"] if p.links.html and p.title_parts.html and p.abstract_parts.html]
+    assert kept, "nothing was memoised: the test above would prove nothing"
+
+
+@pytest.mark.parametrize("loop, pure", [
+    ("{% for part in paper.title_parts %}{{ part.text | upper }}{% endfor %}", True),
+    ("{% for part in paper.title_parts %}{{ loop.index }}{% if part.hit %}<b>{% endif %}{% endfor %}", True),
+    ("{% for a, b in paper.pairs %}{{ a }}{{ b.x }}{% else %}none{% endfor %}", True),
+    ("{% for p in paper.parts if p.hit %}{% for c in p.text %}{{ c }}{% endfor %}{% endfor %}", True),
+    ("{% for part in paper.title_parts %}{{ subscriber.email }}{% endfor %}", False),
+    ("{% for part in paper.title_parts %}{{ paper.url }}{% endfor %}", False),
+    ("{% for part in paper.title_parts %}{{ loop.cycle('a', 'b') }}{% endfor %}", False),
+    ("{% for part in paper.title_parts %}{{ [1, 2] | random }}{% endfor %}", False),
+    ("{% for part in paper.title_parts %}{% set x = part.text %}{{ x }}{% endfor %}", False),
+    ("{% for part in paper.title_parts %}{{ part.text }}{% else %}{{ title }}{% endfor %}", False),
+    ("{% for p in paper.parts %}{% for c in p.chars %}{% endfor %}{{ c }}{% endfor %}", False),
+    ("{% for p in paper.parts if loop.index %}{% endfor %}", False),
+    ("{% for p in paper.parts recursive %}{{ loop(p.children) }}{% endfor %}", False),
+])
+def test_only_loops_that_depend_on_their_items_alone_are_memoised(loop, pure):
+    outer = next(jinja2.Environment(autoescape=True).parse(loop).find_all(jinja2.nodes.For))
+    assert render._pure_loop(outer) == pure
+
+
+def test_a_loop_that_shows_the_subscriber_is_rendered_for_each(tmp_path):
+    (tmp_path / "digest.mjml.j2").write_text(
+        "<mjml><mj-body><mj-section><mj-column><mj-raw>{% for paper in papers %}</mj-raw><mj-text>"
+        "{% for part in paper.title_parts %}[{{ part.text }}|{{ subscriber.email }}]{% endfor %}"
+        "{% for link in paper.links %}({{ link.label }}){% endfor %}"
+        "</mj-text><mj-raw>{% endfor %}</mj-raw></mj-column></mj-section></mj-body></mjml>", encoding="utf-8")
+    r = render.Renderer(tmp_path)
+    plain = plain_html(r)
+    for ed in shared_editions() * 2:
+        ctx = r.context(ed)
+        out = r.html.render(ctx)
+        assert out == plain.render(ctx)
+        shown = re.findall(r"\|(r\d@example\.org)\]", out)
+        assert shown and set(shown) == {ed.subscriber.email}
+    assert all(p.links.html and not p.title_parts.html for p in ctx["papers"])  # the pure loop only
+
+
+def test_a_template_that_names_the_memo_variables_is_left_as_written(tmp_path):
+    (tmp_path / "digest.mjml.j2").write_text(
+        "<mjml><mj-body><mj-section><mj-column><mj-raw>{% set _dm_html = 'mine' %}{% for paper in papers %}"
+        "</mj-raw><mj-text>{% for link in paper.links %}{{ link.label }}{% endfor %}{{ _dm_html }}</mj-text>"
+        "<mj-raw>{% endfor %}</mj-raw></mj-column></mj-section></mj-body></mjml>", encoding="utf-8")
+    r = render.Renderer(tmp_path)
+    for ed in shared_editions() * 2:
+        ctx = r.context(ed)
+        assert r.html.render(ctx) == plain_html(r).render(ctx)
+        assert "mine" in r.html.render(ctx)
+
+
 # -- templates an admin overrides ---------------------------------------------------------------
 
 def test_an_override_folder_replaces_only_the_templates_it_has(tmp_path):

@@ -2,16 +2,23 @@
 
 The MJML template is compiled to HTML once, with its Jinja tags left in as text; each email is then
 one Jinja render of that HTML (autoescaped: every piece of digest text is data). Everything that
-depends only on the paper (links, trimmed and wrapped text) is computed once per paper, and what
-depends on the subscriber's matches (highlights, chips) once per distinct match. The variables the
-templates see are documented in docs/templates.md.
+depends only on the paper (links, trimmed and wrapped text) is computed once per paper, and each
+piece that depends on the subscriber's matches once per distinct value of what it depends on: the
+title's highlights on the title's spans, the abstract's on the spans inside the trimmed abstract.
+In a real run most (paper, match) pairs are new, but these pieces mostly are not.
+
+Those cached lists are `_Shared`, and a template loop over one that can only depend on the list
+(see `_memoise_loops`) is rendered once per list: the HTML of the highlighted title, the abstract
+and the links is then reused, byte for byte, by every email that shows the same list. The variables
+the templates see are documented in docs/templates.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import re
-import textwrap
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -21,13 +28,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import jinja2
+import markupsafe
 import mjml
+from jinja2 import nodes
+from markupsafe import Markup
 
 from . import message
 from .errors import ConfigError
 from .models import Edition, Match, Paper, Pick, RenderedEmail, Subscriber
 
-_CACHE_LIMIT = 4096  # entries per cache (a rendered card is a few KB); cleared when full: memory stays flat
+_CACHE_LIMIT = 4096  # papers (and limits) whose static part is kept; cleared when full: memory stays flat
+# Least recently used pieces kept per kind (highlighted titles, abstracts, author lines, topic lists).
+# In bench/build.py's run (10,000 subscribers, 1,000 papers) 4096 keeps ~70% of the titles' and the
+# abstracts' HTML for ~25 MB; 2048 would save ~12 MB for ~7% more CPU, 8192 cost ~25 MB for ~7% less.
+_PIECES = 4096
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 SUBJECT_TEMPLATE = "subject.txt.j2"
@@ -58,7 +72,7 @@ def default_templates() -> Path:
     return Path(__file__).resolve().parents[2] / "templates"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Part:
     """A run of text, whether a rule matched it (for highlighting), and the http(s) URL it links to."""
 
@@ -79,14 +93,30 @@ def split_parts(text: str, spans: Iterable[tuple[int, int]],
                 links: Iterable[tuple[int, int, str]] = ()) -> list[Part]:
     """Split text into plain and highlighted runs; overlapping or touching spans merge, empty ones
     vanish. `links` (start, end, url) further split the runs they cover, which then carry the URL."""
-    merged: list[list[int]] = []
-    for start, end in sorted((max(s, 0), min(e, len(text))) for s, e in spans):
+    return _split(text, merge_spans(spans, len(text)), links)
+
+
+def merge_spans(spans: Iterable[tuple[int, int]], length: int) -> tuple[tuple[int, int], ...]:
+    """The spans as split_parts highlights them in a text of `length` characters: clipped to it,
+    empty ones dropped, overlapping or touching ones merged, in order. Two span lists with the same
+    merge highlight the same characters (the key the renderer caches highlighted text under)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):  # clipping keeps the order of the starts, so sorting first is the same
+        if start < 0:
+            start = 0
+        if end > length:
+            end = length
         if start >= end:
             continue
         if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
         else:
-            merged.append([start, end])
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def _split(text: str, merged: tuple[tuple[int, int], ...], links: Iterable[tuple[int, int, str]]) -> list[Part]:
     parts: list[Part] = []
     pos = 0
     for start, end in merged:
@@ -122,9 +152,40 @@ def sent_size(html: str) -> int:
 
 
 def wrap(text: str, indent: str = "", hang: str = "", width: int = TEXT_WIDTH) -> str:
-    """Fill to `width` without ever breaking a word or a URL at a hyphen (a link must stay whole)."""
-    return textwrap.fill(_SPACE.sub(" ", text).strip(), width, initial_indent=indent, subsequent_indent=hang,
-                         break_on_hyphens=False, break_long_words=False)
+    """Fill to `width` without ever breaking a word or a URL at a hyphen (a link must stay whole).
+
+    Exactly textwrap.fill(..., break_on_hyphens=False, break_long_words=False) of the text with its
+    whitespace runs made single spaces (tests/test_render.py checks it against textwrap), at a
+    fraction of the cost (see _fill).
+    """
+    text = _single_spaced(text)
+    return _fill(text, indent, hang, width) if text else ""
+
+
+def _single_spaced(text: str) -> str:
+    """Whitespace runs made single spaces, none at either end."""
+    # Printable text has no whitespace but " " (every other kind is a control or a separator).
+    return text.strip(" ") if "  " not in text and text.isprintable() else _SPACE.sub(" ", text).strip()
+
+
+def _fill(text: str, indent: str, hang: str, width: int) -> str:
+    """wrap() of text that is _single_spaced already and not empty. With only single spaces,
+    textwrap's filling is "each line up to the last space that fits, or one whole word if none
+    does", which str.rfind finds at C speed."""
+    room = width - len(indent)
+    if len(text) <= room:
+        return indent + text
+    lines, pos, prefix = [], 0, indent
+    while len(text) - pos > room:
+        cut = text.rfind(" ", pos, pos + room + 1) if room > 0 else -1  # (a negative end counts from the end)
+        if cut < 0:  # the next word alone is longer than a line: it gets a line of its own
+            cut = text.find(" ", pos)
+            if cut < 0:
+                break
+        lines.append(prefix + text[pos:cut])
+        pos, prefix, room = cut + 1, hang, width - len(hang)
+    lines.append(prefix + text[pos:])
+    return "\n".join(lines)
 
 
 def title_search_url(title: str) -> str:
@@ -251,13 +312,179 @@ def _follows(sub: Subscriber) -> str:
     return (", and " if len(names) > 1 else " and ").join(x for x in (topics, query) if x)
 
 
-@dataclass(frozen=True)
+class _Shared(list):  # type: ignore[type-arg]
+    """A list the renderer keeps and never changes, and the HTML of each memoised template loop over
+    it (`html`, by loop): it is rendered once for as long as the list is cached, and dropped with it."""
+
+    __slots__ = ("html",)
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        super().__init__(items)
+        self.html: dict[int, Markup] = {}
+
+
+# The C function markupsafe.escape wraps (markupsafe 3); without it, templates keep markupsafe.escape.
+_escape_inner = getattr(markupsafe, "_escape_inner", None)
+
+
+# -- template loops rendered once per shared list ------------------------------------------------
+
+_LOOPS = itertools.count()  # one key per memoised loop, across templates: HTML is never mixed up
+_PREFIX = "_dm_"  # the names this adds to a template; one that uses them is left as it is
+_HTML_VAR = _PREFIX + "html"
+_PURE_FILTERS = frozenset(
+    "abs attr batch capitalize center count d default dictsort e escape filesizeformat first float forceescape "
+    "format groupby indent int items join last length list lower max min pprint replace reverse round safe "
+    "slice sort string striptags sum title tojson trim truncate unique upper urlencode urlize wordcount "
+    "wordwrap xmlattr".split())  # the built-in ones, less random and those that look others up by name
+_PURE_TESTS = frozenset(jinja2.defaults.DEFAULT_TESTS)
+_PURE_NODES = (nodes.Output, nodes.TemplateData, nodes.If, nodes.Const, nodes.Tuple, nodes.List, nodes.Dict,
+               nodes.Pair, nodes.Keyword, nodes.CondExpr, nodes.Getattr, nodes.Getitem, nodes.Slice, nodes.Concat,
+               nodes.Compare, nodes.Operand, nodes.BinExpr, nodes.UnaryExpr, nodes.MarkSafe,
+               nodes.MarkSafeIfAutoescape)
+
+
+def _names(target: nodes.Node) -> set[str]:
+    return {n.name for n in target.find_all(nodes.Name)} | ({target.name} if isinstance(target, nodes.Name) else set())
+
+
+def _pure(node: nodes.Node, bound: frozenset[str]) -> bool:
+    """Whether `node`'s output or value depends on nothing but the values of the names in `bound`: no
+    other variable, no call (a call may have effects), no random filter, no assignment or include."""
+    if isinstance(node, nodes.For):
+        return _pure(node.iter, bound) and _pure_loop(node, bound)
+    if isinstance(node, nodes.Name):
+        return node.ctx == "load" and node.name in bound
+    if isinstance(node, nodes.Filter):
+        if node.node is None or node.name not in _PURE_FILTERS:
+            return False
+    elif isinstance(node, nodes.Test):
+        if node.name not in _PURE_TESTS:
+            return False
+    elif not isinstance(node, _PURE_NODES):
+        return False
+    return all(_pure(child, bound) for child in node.iter_child_nodes())
+
+
+def _pure_loop(loop: nodes.For, bound: frozenset[str] = frozenset()) -> bool:
+    """Whether a loop's output depends on nothing but the items it loops over (and `bound`)."""
+    own = bound | _names(loop.target)
+    return (not loop.recursive and (loop.test is None or _pure(loop.test, own))
+            and all(_pure(n, own | {"loop"}) for n in loop.body) and all(_pure(n, bound) for n in loop.else_))
+
+
+def _clone(value: Any) -> Any:
+    """A copy of a template's syntax tree (copy.deepcopy would copy the Environment too)."""
+    if isinstance(value, nodes.Node):
+        new = object.__new__(type(value))
+        for name in value.fields:
+            setattr(new, name, _clone(getattr(value, name)))
+        for name in value.attributes:
+            setattr(new, name, getattr(value, name, None))
+        return new
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+def _memoised(loop: nodes.For) -> nodes.Node:
+    """`{% for x in items %}…{% endfor %}` → its HTML kept on `items` when that is a _Shared list:
+
+        {% if items is _dm_kept(K) %}{{ items | _dm_kept(K) }}
+        {% elif items is _dm_shared %}{% set _dm_html %}{% for x in items %}…{% endfor %}{% endset %}
+            {{ _dm_html | _dm_keep(K, items) }}
+        {% else %}{% for x in items %}…{% endfor %}{% endif %}
+
+    The loop's output depends on nothing but `items` (see _pure), so the kept HTML is exactly what
+    rendering the loop again would give."""
+    number = next(_LOOPS)
+
+    def items() -> nodes.Expr:
+        return _clone(loop.iter)
+
+    def call(kind: type, value: nodes.Node, name: str, *args: nodes.Expr) -> nodes.Expr:
+        return kind(value, _PREFIX + name, list(args), [], None, None)
+
+    kept = nodes.Output([call(nodes.Filter, items(), "kept", nodes.Const(number))])
+    keep = [nodes.AssignBlock(nodes.Name(_HTML_VAR, "store"), None, [_clone(loop)]),
+            nodes.Output([call(nodes.Filter, nodes.Name(_HTML_VAR, "load"), "keep", nodes.Const(number), items())])]
+    out = nodes.If(call(nodes.Test, items(), "kept", nodes.Const(number)), [kept],
+                   [nodes.If(call(nodes.Test, items(), "shared"), keep, [], [])], [loop])
+    out.set_lineno(loop.lineno)
+    if loop.environment is not None:
+        out.set_environment(loop.environment)
+    return out
+
+
+def _memoise_loops(body: list[nodes.Node]) -> None:
+    """Replace every pure loop (at any depth, outside macros, calls and filter or autoescape blocks,
+    whose evaluation context could differ from one use to the next) by its _memoised form."""
+    for i, node in enumerate(body):
+        if isinstance(node, nodes.For):
+            pure = _pure_loop(node)
+            _memoise_loops(node.body)
+            _memoise_loops(node.else_)
+            if pure:
+                body[i] = _memoised(node)
+        elif isinstance(node, nodes.If):
+            _memoise_loops(node.body)
+            for branch in node.elif_:
+                _memoise_loops(branch.body)
+            _memoise_loops(node.else_)
+
+
+def _is_kept(value: Any, key: int) -> bool:
+    return type(value) is _Shared and key in value.html
+
+
+def _kept(value: _Shared, key: int) -> Markup:
+    return value.html[key]
+
+
+def _keep(html: Markup, key: int, value: _Shared) -> Markup:
+    value.html[key] = html
+    return html
+
+
+def _escape(value: Any) -> str:
+    """markupsafe.escape for the template's output, without wrapping the result in a new Markup: the
+    compiled template only ever joins what it outputs into one string (a block it captures is wrapped
+    in Markup again), so the characters are all that counts, and they are the same."""
+    if type(value) is str:
+        return _escape_inner(value)  # type: ignore[misc]
+    if type(value) is Markup:
+        return value
+    return markupsafe.escape(value)
+
+
+def _html_template(env: jinja2.Environment, source: str) -> jinja2.Template:
+    """The compiled HTML template with its pure loops memoised (see _memoised) and a cheaper escape
+    for its output (an email outputs ~150 values)."""
+    tree = env.parse(source)
+    if _PREFIX not in source:
+        env.tests.update({_PREFIX + "kept": _is_kept, _PREFIX + "shared": lambda v: type(v) is _Shared})
+        env.filters.update({_PREFIX + "kept": _kept, _PREFIX + "keep": _keep})
+        _memoise_loops(tree.body)
+    template = env.from_string(tree)
+    namespace = template.root_render_func.__globals__  # the compiled module's: `escape` is only used for output
+    if _escape_inner is not None and namespace.get("escape") is markupsafe.escape:
+        namespace["escape"] = _escape
+    return template
+
+
+# -- the renderer ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: a key of the caches below
 class _Static:
     """What one paper contributes to any email, at one abstract length."""
 
     fields: dict[str, Any]
-    abstract: str  # trimmed, a prefix of the paper's abstract (plus "…")
+    title: str  # printable, as the title's spans index it
+    authors: tuple[str, ...]  # printable
+    abstract: str  # trimmed, a prefix of the paper's printable abstract (plus "…")
     links: tuple[tuple[int, int, str], ...]  # URLs wholly inside the trimmed abstract
+    chips: tuple[Chip, ...]  # trending and upvotes
+    extra: str  # the same for the text part's reason line, each item's spaces NULs (never broken)
 
 
 class Renderer:
@@ -281,7 +508,7 @@ class Renderer:
             source, filename, _ = loader.get_source(text_env, HTML_TEMPLATE)
             # MJML sees the Jinja tags as text and keeps them; Jinja then fills the compiled HTML.
             self.html_source = source
-            self.html = html_env.from_string(mjml.mjml2html(source, disable_comments=True, fonts={}))
+            self.html = _html_template(html_env, mjml.mjml2html(source, disable_comments=True, fonts={}))
             self.text = text_env.get_template(TEXT_TEMPLATE)
             self.subject = text_env.get_template(SUBJECT_TEMPLATE)
         except jinja2.TemplateError as exc:
@@ -297,8 +524,12 @@ class Renderer:
         self.manage_url = manage_url
         self.html_limit = html_limit
         self._static: dict[tuple[int, int], _Static] = {}
-        self._picked: dict[tuple[int, int, Match], SimpleNamespace] = {}
         self._wrapped: dict[str, str] = {}
+        # functools' LRU caches: C-speed and safe across the daemon's threads.
+        self._title_parts = functools.lru_cache(_PIECES)(self._make_title_parts)
+        self._abstract_parts = functools.lru_cache(_PIECES)(self._make_abstract_parts)
+        self._authors = functools.lru_cache(_PIECES)(self._make_authors)
+        self._topics = functools.lru_cache(_PIECES)(self._make_topics)
         if template_dir:
             self._check(dirs[0])
 
@@ -323,17 +554,16 @@ class Renderer:
                                       hint="check the variable names against docs/templates.md") from None
         finally:
             self._static.clear()
-            self._picked.clear()
+            for cache in (self._title_parts, self._abstract_parts, self._authors, self._topics):
+                cache.cache_clear()
 
     # -- per paper, once ------------------------------------------------------------------------
 
     def _text(self, text: str, indent: str = "   ", hang: str = "   ", width: int = TEXT_WIDTH) -> str:
-        """Wrapped text for the plain part, memoised: the same reason or title recurs across emails."""
+        """Wrapped text for the plain part, memoised: the same abstract or footer recurs across emails."""
         key = f"{indent}\0{hang}\0{width}\0{text}"
         out = self._wrapped.get(key)
         if out is None:
-            if len(self._wrapped) > 200_000:
-                self._wrapped.clear()
             if len(self._wrapped) >= _CACHE_LIMIT:  # bounded across a 100k-subscriber run
                 self._wrapped.clear()
             out = self._wrapped[key] = wrap(text, indent, hang, width)
@@ -344,6 +574,7 @@ class Renderer:
         found = self._static.get(key)
         if found is not None:
             return found
+        paper = _printable(paper)
         abstract = trim(paper.abstract, limit)
         kept = len(abstract) - (1 if abstract.endswith("…") and len(paper.abstract) > limit else 0)
         all_urls = find_urls(paper.abstract)
@@ -354,9 +585,9 @@ class Renderer:
             "url": links[0].url,
             "arxiv_id": paper.arxiv_id,
             "pdf_url": next((l.url for l in links if l.label == "PDF"), None),
-            "code_urls": [l.url for l in links if l.label.startswith("Code")],
+            "code_urls": _Shared(l.url for l in links if l.label.startswith("Code")),
             "project_page": next((l.url for l in links if l.label == "Project page"), None),
-            "links": links,
+            "links": _Shared(links),
             "abstract": abstract,
             "abstract_trimmed": abstract != paper.abstract,
             "digest_count": paper.digest_count,
@@ -368,54 +599,70 @@ class Renderer:
             "text_abstract": self._text(trim(_SPACE.sub(" ", paper.abstract), self.abstract_chars)),
             "text_links": "\n".join(f"   {l.label}: {l.url}" for l in links),
         }
+        chips, extra = [], []
+        if paper.digest_count > 1:
+            chips.append(Chip(f"trending · in {paper.digest_count} digests", "trending"))
+            extra.append(f"trending in {paper.digest_count} digests")
+        if paper.upvotes:
+            chips.append(Chip(f"{paper.upvotes} upvote{'s' if paper.upvotes != 1 else ''}", "upvotes"))
+            extra.append(f"{paper.upvotes} upvote{'s' if paper.upvotes != 1 else ''}")
         if len(self._static) >= _CACHE_LIMIT:
             self._static.clear()
-        found = self._static[key] = _Static(fields, abstract, tuple(t for t in all_urls if t[1] <= kept))
+        found = self._static[key] = _Static(fields, paper.title, paper.authors, abstract,
+                                            tuple(t for t in all_urls if t[1] <= kept), tuple(chips),
+                                            " · ".join(e.replace(" ", "\0") for e in extra))
         return found
 
-    # -- per paper and match, once ----------------------------------------------------------------
+    # -- per paper and what of the match it shows, once -------------------------------------------
+
+    def _make_title_parts(self, title: str, spans: tuple[tuple[int, int], ...]) -> _Shared:
+        return _Shared(_split(title, spans, ()))
+
+    def _make_abstract_parts(self, static: _Static, spans: tuple[tuple[int, int], ...]) -> _Shared:
+        return _Shared(_split(static.abstract, spans, static.links))
+
+    def _make_authors(self, authors: tuple[str, ...], spans: tuple[tuple[int, int], ...]) -> tuple[str, _Shared, str]:
+        text, parts = short_authors(authors, spans)
+        return text, _Shared(parts), self._text(text) if text else ""
+
+    def _make_topics(self, topics: tuple[str, ...]) -> tuple[_Shared, tuple[Chip, ...]]:
+        shown = ["your query" if t == "query" else t for t in topics]
+        return _Shared(shown), tuple(Chip(t, "query" if t == "your query" else "topic") for t in shown)
 
     def _paper(self, pick: Pick, limit: int) -> SimpleNamespace:
         """A paper as the templates see it (attributes, not dict keys: Jinja reads those twice as fast)."""
-        key = (pick.paper.id, limit, pick.match)
-        found = self._picked.get(key)
-        if found is not None:
-            return found
-        p, m = _printable(pick.paper), pick.match
-        static = self._paper_static(p, limit)
-        spans: dict[str, list[tuple[int, int]]] = {"title": [], "abstract": [], "author": []}
+        m = pick.match
+        static = self._paper_static(pick.paper, limit)
+        title: list[tuple[int, int]] = []
+        abstract: list[tuple[int, int]] = []
+        author: list[tuple[int, int]] = []
         for f, s, e, _ in m.spans:
-            spans.setdefault(f, []).append((s, e))
-        authors, author_parts = short_authors(p.authors, spans["author"])
-        topics = ["your query" if t == "query" else t for t in m.topics]
-        chips = [Chip(t, "query" if t == "your query" else "topic") for t in topics]
-        extra = []
-        if p.digest_count > 1:
-            chips.append(Chip(f"trending · in {p.digest_count} digests", "trending"))
-            extra.append(f"trending in {p.digest_count} digests")
-        if p.upvotes:
-            chips.append(Chip(f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''}", "upvotes"))
-            extra.append(f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''}")
-        found = SimpleNamespace(**static.fields, **{
-            "title_parts": split_parts(p.title, spans["title"]),
-            "abstract_parts": split_parts(static.abstract, spans["abstract"], static.links),
+            if f == "title":
+                title.append((s, e))
+            elif f == "abstract":
+                abstract.append((s, e))
+            elif f == "author":
+                author.append((s, e))
+        authors, author_parts, text_authors = self._authors(static.authors, tuple(author))
+        topics, chips = self._topics(m.topics)
+        # wrap(" · ".join([reason, *extra])), with the reason made single-spaced on its own: the
+        # extra items have no whitespace to fold.
+        reason = _single_spaced(m.reason)
+        if static.extra:
+            reason = (reason + " · " if reason else "· ") + static.extra
+        return SimpleNamespace(**static.fields, **{
+            "title_parts": self._title_parts(static.title, merge_spans(title, len(static.title))),
+            "abstract_parts": self._abstract_parts(static, merge_spans(abstract, len(static.abstract))),
             "authors": authors,
             "author_parts": author_parts,
             "topics": topics,
             "terms": m.terms,
             "reason": m.reason,
-            "chips": chips,
-            "text_authors": self._text(authors) if authors else "",
+            "chips": [*chips, *static.chips],
+            "text_authors": text_authors,
             # "42 upvotes" and "trending in 3 digests" never break across lines.
-            "text_reason": self._text(" · ".join([m.reason] + [e.replace(" ", "\0") for e in extra]),
-                                      hang="     ").replace("\0", " "),
+            "text_reason": _fill(reason, "   ", "     ", TEXT_WIDTH).replace("\0", " ") if reason else "",
         })
-        if len(self._picked) > 50_000:
-            self._picked.clear()
-        if len(self._picked) >= _CACHE_LIMIT:
-            self._picked.clear()
-        self._picked[key] = found
-        return found
 
     # -- per subscriber ---------------------------------------------------------------------------
 
@@ -435,6 +682,7 @@ class Renderer:
         quoted = urllib.parse.quote(sub.email, safe="@")
         unsubscribe = (self.unsubscribe_url if unsubscribe_url is None else unsubscribe_url).replace("{email}", quoted)
         manage = (self.manage_url if manage_url is None else manage_url).replace("{email}", quoted)
+        follows = _follows(sub)
         return {
             "title": self.title,
             "edition_date": f"{edition.created:%A, %B} {edition.created.day}, {edition.created:%Y}",
@@ -448,9 +696,9 @@ class Renderer:
             "subscriber": {"email": sub.email, "name": sub.name},
             "topics": list(sub.topics),
             "query": sub.query,
-            "follows": (follows := _follows(sub)),
-            "text_footer": self._text(f"You get this email because you follow {follows}. "
-                                      "Each paper is sent to you once.", "", ""),
+            "follows": follows,
+            "text_footer": wrap(f"You get this email because you follow {follows}. "
+                                "Each paper is sent to you once.", "", ""),
             "sender_line": self.sender_line,
             "unsubscribe_url": unsubscribe,
             "manage_url": manage,
