@@ -32,8 +32,19 @@ HTML = "<html><body><p style=\"color:#111\">Warmup-Free Adam &amp; more</p>\n" +
 def build(subject: str = "3 new papers for you: Warmup-Free Adam", *, text: str = TEXT, html: str = HTML,
           sender: tuple[str, str] = SENDER, to: tuple[str, str] = TO, message_id: str = MESSAGE_ID,
           date: dt.datetime = DATE) -> bytes:
-    return message.build(RenderedEmail(subject, html, text), sender=sender, to=to, message_id=message_id,
+    data = message.build(RenderedEmail(subject, html, text), sender=sender, to=to, message_id=message_id,
                          date=date)
+    assert_wire_ready(data)  # every message any test here builds
+    return data
+
+
+def assert_wire_ready(data: bytes) -> None:
+    """What SMTP's DATA needs, so the sender can pass the bytes as they are: CRLF line ends only (no
+    bare CR or LF), a final CRLF, and no line starting with "." (nothing to dot-stuff)."""
+    rest = data.replace(b"\r\n", b"")
+    assert b"\r" not in rest and b"\n" not in rest, "a bare CR or LF"
+    assert data.endswith(b"\r\n")
+    assert not data.startswith(b".") and b"\r\n." not in data, "a line starts with a dot"
 
 
 def parse(data: bytes) -> email.message.EmailMessage:
@@ -345,3 +356,71 @@ def test_unicode_line_separators_are_refused(separator):
         build(f"line{separator}Bcc: evil@example.org")
     with pytest.raises(HeaderError):
         build(to=(f"Ada{separator}Bcc: evil@example.org", "ada@example.org"))
+
+
+# -- ready for DATA as it is ----------------------------------------------------------------------
+
+DOTTED = [
+    ".", "..", ".leading dot", "..two dots", ". dot and space", "x" * 75 + ".after a soft break",
+    "x" * 74 + "..", "é" * 25 + ".", "=" * 25 + ".x", "." + "y" * 200, ("a." * 60 + "\n") * 3,
+    "x" * 75 + " .", "x" * 75 + ".\n.", "\t.", ".\t", "x" * 76 + ".", "x" * 150 + ".abc",
+]
+
+
+def text_part(data: bytes) -> str:
+    return list(parse(data).iter_parts())[0].get_content()
+
+
+@pytest.mark.parametrize("text", DOTTED, ids=range(len(DOTTED)))
+def test_lines_starting_with_a_dot_are_encoded_and_decode_the_same(text):
+    data = build(text=text + "\n")
+    assert lf(text_part(data)) == lf(text + "\n")
+    assert all(len(line) <= 76 for line in body_lines(data))
+
+
+LINES = st.lists(st.builds(lambda dot, body, pad: dot + pad * "x" + body,
+                           st.sampled_from(["", ".", "..", ". "]),
+                           st.text(st.sampled_from(list("ab .=é\t🎉")), max_size=90),
+                           st.integers(0, 80)), max_size=8)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(lines=LINES, end=st.sampled_from(["", "\n", "\r\n"]))
+def test_any_text_with_dots_is_wire_ready_and_round_trips(lines, end):
+    # Dots at the start of lines and wherever a long line may be soft-broken.
+    text = end.join(lines) + end if end else "\n".join(lines)
+    data = build(text=text, html=text)
+    parts = list(parse(data).iter_parts())
+    assert lf(parts[0].get_content()) == lf(text)
+    assert lf(parts[1].get_content()) == lf(text)
+    assert all(len(line) <= 76 for line in body_lines(data))
+
+
+def test_quoted_printable_without_dots_is_b2a_qp_unchanged():
+    # The usual text part: its bytes are binascii.b2a_qp's (the golden files pin them too).
+    import binascii
+
+    text = "1. Warmup-Free Adam: Stable Training\n   topic optimizers: Adam · 42 upvotes\n" + "word " * 40 + "end\n"
+    assert message.qp(text) == binascii.b2a_qp(text.encode(), istext=True).replace(b"\n", b"\r\n")
+
+
+def test_a_signed_message_is_wire_ready_too():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from digestmail.dkim import DkimSigner
+
+    key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    signed = DkimSigner("example.org", "sel", key).sign(build(text=".hidden\n" + "x" * 75 + ".y\n"), DATE)
+    assert_wire_ready(signed)
+
+
+def test_the_html_part_is_encoded_from_its_own_string():
+    # html_size keeps the last part's UTF-8 for build(); another string of the same length must never get it.
+    a, b = "<p>café</p>" * 50, "<p>naïf</p>" * 50
+    assert len(a) == len(b)
+    message.html_size(a)
+    assert base64.b64decode(message.base64_body(b)).decode("utf-8") == b
+    assert message.html_size(b) == message.html_size(a)
+    assert base64.b64decode(message.base64_body(a)).decode("utf-8") == a

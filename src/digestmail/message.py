@@ -5,6 +5,10 @@ our machines (3.11.7) re-folds encoded words into real CRLFs (CVE-2024-6923). In
 control character is accepted, non-ASCII and anything that looks like an encoded word is base64-encoded
 into RFC 2047 words; the text part is quoted-printable (readable as it is) and the HTML part base64,
 both with CRLF line ends.
+
+What `build` returns is ready for SMTP's DATA as it is: every line ends in CRLF and none starts with
+"." (headers start with a name or a folding space, base64 has no ".", and a quoted-printable line
+that would start with "." starts with "=2E" instead), so nothing needs normalising or dot-stuffing.
 """
 
 from __future__ import annotations
@@ -116,14 +120,69 @@ def address_header(header: str, display: str, addr: str) -> str:
 
 
 def qp(text: str) -> bytes:
-    """Quoted-printable body with CRLF line ends; `=` is always encoded, so `=_` boundaries are safe.
+    """Quoted-printable body with CRLF line ends; `=` is always encoded, so `=_` boundaries are safe,
+    and a line never starts with "." (see the module's doc).
 
     Trailing blanks are dropped first: they carry nothing in our parts, and b2a_qp's `=20` for them
     can push a line past RFC 2045's 76 characters.
     """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    data = "\n".join(line.rstrip(" \t") for line in lines).encode("utf-8")
-    return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+    data = text.encode("utf-8")
+    encoded = binascii.b2a_qp(data, istext=True)
+    # b2a_qp writes a blank that ends a line as =20 or =09, and only then: with none of those and no
+    # CR, there was nothing to normalise (the usual case: most of the text is pre-wrapped).
+    if b"\r" in data or _BLANK_AT_END.search(encoded) or encoded.endswith((b"=20", b"=09")):
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        data = "\n".join(line.rstrip(" \t") for line in lines).encode("utf-8")
+        encoded = binascii.b2a_qp(data, istext=True)
+    if encoded.startswith(b".") or _DOT_AT_START.search(encoded):
+        encoded = _without_leading_dots(data, encoded)
+    return encoded.replace(b"\n", b"\r\n")
+
+
+# (Regular expressions: for these two-byte needles in text, bytes.find is slower.)
+_BLANK_AT_END = re.compile(rb"=(?:20|09)\n")
+_DOT_AT_START = re.compile(rb"\n\.")
+
+
+def _without_leading_dots(data: bytes, encoded: bytes) -> bytes:
+    """b2a_qp's output with each line that has a physical line starting with "." (its own start, or
+    where a long line was soft-broken) encoded again by _qp_line. b2a_qp keeps line breaks one for
+    one, so the n-th line of its output is the n-th line of `data`."""
+    raw = data.split(b"\n")
+    out: list[bytes] = []
+    line: list[bytes] = []
+    n = 0
+    for physical in encoded.split(b"\n"):
+        line.append(physical)
+        if physical.endswith(b"="):  # a soft break: the same line goes on
+            continue
+        out += _qp_line(raw[n]) if any(p.startswith(b".") for p in line) else line
+        line, n = [], n + 1
+    if line:  # (b2a_qp never ends on a soft break; kept whole if it did)
+        out += _qp_line(raw[n]) if any(p.startswith(b".") for p in line) else line
+    return b"\n".join(out)
+
+
+_QP_SAFE = frozenset(range(33, 127)) - {ord("=")}
+
+
+def _qp_line(raw: bytes) -> list[bytes]:
+    """One line (no line break) in quoted-printable, as physical lines of at most 76 characters (soft
+    breaks "=" included) none of which starts with "." or ends in a blank."""
+    tokens = [chr(b).encode() if b in _QP_SAFE or b in (9, 32) else b"=%02X" % b for b in raw]
+    if tokens and tokens[-1] in (b" ", b"\t"):  # a blank at the end of a line would be lost
+        tokens[-1] = b"=%02X" % raw[-1]
+    lines, current = [], b""
+    for tok in tokens:
+        if not current and tok == b".":
+            tok = b"=2E"
+        if len(current) + len(tok) > 75:  # room for the soft break's "="
+            lines.append(current + b"=")
+            current = b"=2E" if tok == b"." else tok
+        else:
+            current += tok
+    lines.append(current)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -165,16 +224,35 @@ def _phrase_tokens(header: str, name: str) -> list[str]:
 def base64_body(text: str) -> bytes:
     """Base64 in lines of 76 characters with CRLF: the HTML part. Several times cheaper than
     quoted-printable for markup full of `=` (every attribute), and SpamAssassin scores it the same."""
-    return binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    return binascii.b2a_base64(_utf8(text), newline=False)
+
+
+_LINE76 = re.compile(rb".{1,76}", re.S)
 
 
 def _lines76(data: bytes) -> bytes:
-    return b"\r\n".join([data[i:i + 76] for i in range(0, len(data), 76)]) + b"\r\n"
+    return b"\r\n".join(_LINE76.findall(data)) + b"\r\n"  # findall: the slicing done in C
+
+
+# The renderer measures each HTML part (html_size) just before build() encodes the same string: the
+# last one's UTF-8 is kept so it is encoded once (a 40 KB part with any non-ASCII character costs as
+# much to encode as to base64). Checked by identity, so a string never gets another string's bytes.
+_last_utf8: tuple[str, bytes] = ("", b"")
+
+
+def _utf8(text: str) -> bytes:
+    global _last_utf8
+    last = _last_utf8
+    if last[0] is text:
+        return last[1]
+    data = text.encode("utf-8")
+    _last_utf8 = (text, data)
+    return data
 
 
 def html_size(html: str) -> int:
     """The exact size of the HTML part's body as sent (base64, 76-character lines, CRLF)."""
-    n = 4 * -(-len(html.encode("utf-8")) // 3)
+    n = 4 * -(-len(html if html.isascii() else _utf8(html)) // 3)
     return n + 2 * max(-(-n // 76), 1)
 
 
