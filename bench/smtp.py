@@ -76,15 +76,15 @@ def measure(n: int = 2000, connections: int = 4) -> dict[str, Any]:
         transport = SmtpTransport(settings)
         failed: list[object] = []
         start = time.perf_counter()
-        transport.send_many((Outgoing(Envelope("papers@example.org", (f"u{i}@example.org",)), str(i), msg)
+        transport.send_many((Outgoing(Envelope("papers@example.org", (f"u{i}@example.org",)), str(i), msg, ready=True)
                              for i, msg in enumerate(data)),
                             lambda item, error: error is not None and failed.append(error))
         transport.close()
         ours_s = time.perf_counter() - start
         if failed:
             raise RuntimeError(f"{len(failed)} messages failed: {failed[0]}")
-    return {"messages": n, "mean_bytes": size, "connections": connections, "smtp_source_per_s": n / ref_s, "ours_per_s": n / ours_s,
-            "ratio_to_smtp_source": ref_s / ours_s, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    return {"messages": n, "mean_bytes": size, "connections": connections, "smtp_source_per_s": n / ref_s,
+            "ours_per_s": n / ours_s, "ratio_to_smtp_source": ref_s / ours_s, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 
 if __name__ == "__main__":

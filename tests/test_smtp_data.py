@@ -56,3 +56,49 @@ def test_a_server_receives_lone_line_ends_normalised_and_dots_intact():
         (received,) = server.messages
     # aiosmtpd undoes the dot-stuffing: what arrives is the message with CRLF line ends, every dot kept.
     assert received.data == b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\nlone CR\r\n.\r\nend.\r\n"
+
+
+def wire_ready(data: bytes) -> bool:
+    """CRLF line ends only, and no line starting with "." (what DATA sends unchanged)."""
+    lines = data.split(b"\r\n")
+    return lines[-1] == b"" and all(b"\r" not in l and b"\n" not in l and not l.startswith(b".") for l in lines)
+
+
+def test_ready_messages_skip_both_passes_untouched():
+    data = smtp._Ready(b"a\n.b\r")  # (never true of a ready message: shows the passes do not look)
+    assert smtp._LineEndings(LINE_ENDINGS).sub(b"\r\n", data) is data
+    assert smtp._LeadingDots(PERIOD).sub(b"..", data) is data
+
+
+def test_a_built_and_signed_message_is_ready_and_arrives_byte_for_byte():
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from digestmail import message
+    from digestmail.dkim import DkimSigner
+    from digestmail.models import RenderedEmail
+    from digestmail.transport import Outgoing
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    text = ".leading dot\n" + "x" * 75 + ".after a soft break\n.\n..\nend"
+    rendered = RenderedEmail(subject=".dots", html="<p>.x</p>\n.<b>y</b>", text=text)
+    moment = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
+    data = message.build(rendered, sender=("Papers", "papers@example.org"), to=("Reader", "reader@example.org"),
+                         message_id="e1@example.org", date=moment)
+    data = DkimSigner("example.org", "mail", key).sign(data, moment)
+    assert wire_ready(data)
+    with SmtpServer() as server:
+        settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
+                                 timeout=5, ca_file=None, max_connections=1)
+        client = smtp.SmtpTransport(settings_)
+        try:
+            outcome = []
+            client.send_many([Outgoing(Envelope("papers@example.org", ("reader@example.org",)), "k", data,
+                                       ready=True)], lambda _, error: outcome.append(error))
+        finally:
+            client.close()
+        (received,) = server.messages
+    assert outcome == [None] and received.data == data

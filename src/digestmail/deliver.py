@@ -132,7 +132,7 @@ class Deliverer:
                     except DigestmailError as exc:
                         data = Future()
                         data.set_exception(exc)
-                yield Outgoing(Envelope(sender, (edition.subscriber.email,)), edition.key, data, job)
+                yield Outgoing(Envelope(sender, (edition.subscriber.email,)), edition.key, data, job, ready=True)
 
         # Once builds go to other processes, choose a few editions ahead so those never wait.
         self.transport.send_many(ahead(outgoing(), AHEAD, lambda: self.pool is not None), self._done)

@@ -28,6 +28,7 @@ class Outgoing:
     key: str
     data: bytes | concurrent.futures.Future[bytes]
     tag: Any = None  # the caller's own handle, given back to `done`
+    ready: bool = False  # built by message.build: CRLF only, no line starting with "." (nothing to normalise)
 
 
 # Called once per message: None when the server took it, else why not. It runs before the next
