@@ -38,10 +38,11 @@ from .errors import ConfigError
 from .models import Edition, Match, Paper, Pick, RenderedEmail, Subscriber
 
 _CACHE_LIMIT = 4096  # papers (and limits) whose static part is kept; cleared when full: memory stays flat
-# Least recently used pieces kept per kind (highlighted titles, abstracts, author lines, topic lists).
-# In bench/build.py's run (10,000 subscribers, 1,000 papers) 4096 keeps ~70% of the titles' and the
-# abstracts' HTML for ~25 MB; 2048 would save ~12 MB for ~7% more CPU, 8192 cost ~25 MB for ~7% less.
-_PIECES = 4096
+# Least recently used pieces kept per kind (highlighted titles, abstracts, author lines, topic lists),
+# ~6 KB a kind's worth with their HTML. In bench/build.py's run (10,000 subscribers, 1,000 papers)
+# 2048 keeps ~50-55% of the titles and abstracts for ~12 MB; 4096 (~70%) cost 12 MB more for no CPU
+# time we could measure, and a run's memory (150 MB for everything) is the tighter budget.
+_PIECES = 2048
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 SUBJECT_TEMPLATE = "subject.txt.j2"
