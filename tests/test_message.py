@@ -424,3 +424,14 @@ def test_the_html_part_is_encoded_from_its_own_string():
     assert base64.b64decode(message.base64_body(b)).decode("utf-8") == b
     assert message.html_size(b) == message.html_size(a)
     assert base64.b64decode(message.base64_body(a)).decode("utf-8") == a
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 3647, 3648, 3649, 7296, 40_000])
+def test_base64_lines_are_76_characters_but_the_last(size):
+    # 3648 bytes of HTML are 64 lines of 76: the size where _lines76 changes how it cuts.
+    html = ("<p>é</p>" * size)[:size]
+    data = build(html=html)
+    body = data.partition(b"Content-Transfer-Encoding: base64\r\n\r\n")[2].partition(b"\r\n\r\n--")[0]
+    lines = body.split(b"\r\n")
+    assert all(len(line) == 76 for line in lines[:-1]) and (0 < len(lines[-1]) <= 76 or html == "")
+    assert base64.b64decode(body).decode("utf-8") == html
