@@ -27,8 +27,8 @@ from .models import Paper
 from .rules import And, Field, Node, Not, Or, Phrase, Prefix, Term
 
 _EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-OFFSETS_CACHE = 4096  # papers whose word offsets are kept for explanations (~2 KB each)
-RULES_CACHE = 16384
+OFFSETS_CACHE = 4096  # papers whose word offsets are kept for explanations (~1 KB each)
+RULES_CACHE = 1024  # masks of rules by text (excludes): mostly a subscriber's own, seen once
 LEAF_CACHE = 16384  # prefixes and phrases: dearer than a word, and shared by many rules
 
 Key = tuple[str, tuple[str, ...]]  # a term (rules.term_of) and where it looks
@@ -244,14 +244,15 @@ class PaperIndex:
         return [(offsets[2 * k], offsets[2 * (k + n) - 1]) for k in found]
 
     def _word_offsets(self, i: int, field: str) -> array:
-        """Start and end of every word of paper i's field, flat: array('I') is 8 bytes a word."""
+        """Start and end of every word of paper i's field, flat: 4 bytes a word (8 past 64K characters)."""
         key = (i, field)
         found = self._offsets.get(key)
         if found is None:
             if len(self._offsets) >= OFFSETS_CACHE * 3:
                 self._offsets.popitem(last=False)
             text = paper_texts(self.papers[i])[field]
-            found = self._offsets[key] = array("I", [x for m in rules.WORD.finditer(text) for x in m.span()])
+            found = self._offsets[key] = array("H" if len(text) < 1 << 16 else "I",
+                                               [x for m in rules.WORD.finditer(text) for x in m.span()])
         else:
             self._offsets.move_to_end(key)  # least recently used goes first: popular papers stay
         return found
