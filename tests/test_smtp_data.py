@@ -1,4 +1,5 @@
-"""The two body passes of aiosmtplib, replaced by C-speed equivalents (smtp._LineEndings/_LeadingDots):
+"""The two body passes of aiosmtplib, replaced by C-speed equivalents (smtp._LineEndings/_LeadingDots), and
+the address quoting of MAIL and RCPT with a fast path for plain addresses:
 same bytes out as aiosmtplib's own regexes for any input, and a real server receives what was meant."""
 
 from __future__ import annotations
@@ -102,3 +103,33 @@ def test_a_built_and_signed_message_is_ready_and_arrives_byte_for_byte():
             client.close()
         (received,) = server.messages
     assert outcome == [None] and received.data == data
+
+
+addresses = st.lists(st.sampled_from(["a", "Z", "0", ".", "..", "@", "-", "_", "+", " ", "<", ">", '"', "é",
+                                      "(c)", ",", "\r\n", "x@y.org", "b.c"]), max_size=12).map("".join)
+
+
+def test_quote_address_has_the_fast_path():
+    from aiosmtplib import smtp as aio
+
+    assert smtp.FAST_ADDRESSES, "aiosmtplib changed its MAIL/RCPT code: check smtp._speed_up_addresses"
+    assert aio.quote_address.slow is not None
+    assert smtp._speed_up_addresses() and aio.quote_address.slow.__module__ == "aiosmtplib.email"
+    assert aio.quote_address("reader.one+papers@mail.example.org") == "<reader.one+papers@mail.example.org>"
+
+
+@settings(max_examples=1000)
+@given(addresses)
+def test_quote_address_equals_aiosmtplibs(address):
+    from aiosmtplib import email as aio_email
+    from aiosmtplib import smtp as aio
+
+    try:
+        expected: object = aio_email.quote_address(address)
+    except ValueError as exc:  # an address that cannot go on a command line: refused the same way
+        expected = type(exc)
+    try:
+        got: object = aio.quote_address(address)
+    except ValueError as exc:
+        got = type(exc)
+    assert got == expected

@@ -10,7 +10,7 @@ import pytest
 from digestmail import identity
 from digestmail.errors import StoreError
 from digestmail.models import Digest, Entry, Subscriber
-from digestmail.store import MIGRATIONS, Store
+from digestmail.store import MIGRATIONS, Queued, Store
 
 NOW = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
 
@@ -213,6 +213,32 @@ def test_outbox_states_recovery_and_suppressions(tmp_path):
         store.suppress("A@example.org", "refused", "550 no such user", NOW)
         assert store.suppression("a@example.org") == "refused"
         assert store.unsuppress("a@example.org") and store.suppression("a@example.org") is None
+
+
+def test_a_batch_is_queued_looked_up_and_withdrawn_together(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B", "C"), NOW)
+        store.sync_subscribers([Subscriber("a@example.org"), Subscriber("b@example.org")], NOW)
+        (sa, _), (sb, _) = store.active_subscribers()
+        ids = [p.id for p in unsent(store, sa)]
+        assert store.queue_edition("old", sa, "m0@x.org", NOW, ids[:1]) is not None
+        oids = store.queue_editions([Queued("old", sa, "m1@x.org", NOW, (ids[1],)),  # exists: None
+                                     Queued("e2", sa, "m2@x.org", NOW, tuple(ids[1:])),
+                                     Queued("e3", sb, "m3@x.org", NOW, tuple(ids))], sending=True)
+        assert oids[0] is None and None not in oids[1:]
+        assert store.existing_editions(["old", "e2", "e3", "nope"]) == {"old", "e2", "e3"}
+        assert store.outbox_counts()["sending"] == 2
+        assert store.taken_papers(sb) == set(ids)  # on its way: never picked again
+        store.mark_sent(oids[1], NOW)
+        store.withdraw([oids[1], oids[2]])  # the sent one stays; the other was never handed over
+        assert store.existing_editions(["e2", "e3"]) == {"e2"}
+        assert store.taken_papers(sb) == set()
+        assert store.db.execute("SELECT COUNT(*) FROM outbox_papers WHERE outbox_id = ?", (oids[2],)).fetchone() == (0,)
+        store.suppress("B@Example.org", "unsubscribed", "", NOW)
+        # As given → reason, compared as the table does (ASCII case folded)
+        assert store.suppressed_among(["a@example.org", "b@example.ORG", "B@EXAMPLE.ORG"]) == {
+            "b@example.ORG": "unsubscribed", "B@EXAMPLE.ORG": "unsubscribed"}
+        assert store.suppressed_among([]) == {}
 
 
 def test_equal_compact_titles_are_found_without_an_index_of_their_own(tmp_path):

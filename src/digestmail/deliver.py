@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import logging
 import random
 import threading
@@ -27,7 +28,7 @@ from .errors import DeliveryError, DigestmailError
 from .message import Envelope
 from .models import Edition, Pick, Subscriber
 from .select import edition_key
-from .store import OutboxRow, Store
+from .store import OutboxRow, Queued, Store
 from .transport import Outgoing, Transport
 
 log = logging.getLogger("digestmail")
@@ -62,6 +63,7 @@ class DeliveryReport:
             listed.append(entry)
 
 
+BATCH = 32  # subscribers looked up and queued together (a few ms of choosing: `stop` is still prompt)
 AHEAD = 8  # editions chosen and handed to the build processes before the transport asks for them
 
 
@@ -198,41 +200,64 @@ class Deliverer:
         return Edition(subscriber=found, subscriber_id=row.subscriber_id, picks=picks, created=row.created_at,
                        key=row.edition_key)
 
-    def new_edition(self, sid: int, sub: Subscriber, moment: dt.datetime, key: str | None = None) -> Job | None:
-        """Choose and queue this subscriber's edition for `moment` (under `key`, by default made from
-        the moment), unless that edition exists already; the job to send it, if any."""
-        key = key or edition_key(sub.email, moment)
-        if self.store.has_edition(key) or sid in self.touched:
-            return None  # this cycle ran already for them, or their retry just failed: not twice in one run
-        reason = self.store.suppression(sub.email)
-        if reason:
-            self.report.add("skipped", {"email": sub.email, "reason": f"suppressed ({reason})"})
-            return None
-        choice = self.builder.choose(self.store, sid, sub)
-        if choice.skipped:
-            self.report.add("skipped", {"email": sub.email, "reason": choice.skipped})
-            log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
-                    sub.email, choice.skipped)
-            return None
-        edition = Edition(subscriber=sub, subscriber_id=sid, picks=choice.picks, created=moment, key=key)
-        oid = self.store.queue_edition(key, sid, self.builder.message_id(edition), moment,
-                                       [p.paper.id for p in choice.picks], sending=True)
-        return Job(oid, edition, 0, choice.matched) if oid is not None else None
-
     def new_editions(self, subscribers: Iterable[tuple[int, Subscriber]], key_of: Callable[[Subscriber], str] | None,
                      stop: threading.Event | None) -> Iterator[Job]:
-        for sid, sub in subscribers:
+        """One new edition per subscriber (under `key_of(sub)`, by default made from the subscriber and
+        `now`), unless that edition exists already; the jobs to send them, in order."""
+        pending = iter(subscribers)
+        while batch := list(itertools.islice(pending, BATCH)):
+            jobs = [] if stop is not None and stop.is_set() else self._new_batch(batch, key_of)
+            for i, job in enumerate(jobs):
+                if stop is not None and stop.is_set():
+                    # Queued but not begun: taken back, so the next run starts these afresh.
+                    self.store.withdraw([j.oid for j in jobs[i:]])
+                    break
+                yield job
             if stop is not None and stop.is_set():
                 log.info("stopping: the remaining subscribers wait for the next run")
-                break
-            try:
-                job = self.new_edition(sid, sub, self.now, key_of(sub) if key_of else None)
-            except DigestmailError as exc:  # one subscriber's trouble never stops the others
-                self.report.add("failed", {"email": sub.email, "error": str(exc)})
-                log.error("could not deliver to %s: %s", sub.email, exc)
+                return
+
+    def _new_batch(self, batch: list[tuple[int, Subscriber]], key_of: Callable[[Subscriber], str] | None
+                   ) -> list[Job]:
+        """Look up, choose and queue a batch of subscribers' editions: three statements for the batch
+        instead of three per subscriber."""
+        keys = [key_of(sub) if key_of else edition_key(sub.email, self.now) for _, sub in batch]
+        existing = self.store.existing_editions(keys)
+        suppressed = self.store.suppressed_among([sub.email for _, sub in batch])
+        chosen: list[tuple[Queued, Edition, int]] = []
+        for (sid, sub), key in zip(batch, keys):
+            if key in existing or sid in self.touched:
+                continue  # this cycle ran already for them, or their retry just failed: not twice in one run
+            if reason := suppressed.get(sub.email):
+                self.report.add("skipped", {"email": sub.email, "reason": f"suppressed ({reason})"})
                 continue
-            if job is not None:
-                yield job
+            try:
+                choice = self.builder.choose(self.store, sid, sub)
+            except DigestmailError as exc:  # one subscriber's trouble never stops the others
+                self._could_not(sub, exc)
+                continue
+            if choice.skipped:
+                self.report.add("skipped", {"email": sub.email, "reason": choice.skipped})
+                log.log(logging.INFO if choice.matched else logging.DEBUG, "nothing sent to %s: %s",
+                        sub.email, choice.skipped)
+                continue
+            edition = Edition(subscriber=sub, subscriber_id=sid, picks=choice.picks, created=self.now, key=key)
+            chosen.append((Queued(key, sid, self.builder.message_id(edition), self.now,
+                                  tuple(p.paper.id for p in choice.picks)), edition, choice.matched))
+        if not chosen:
+            return []
+        try:
+            oids = self.store.queue_editions([queued for queued, _, _ in chosen], sending=True)
+        except DigestmailError as exc:
+            for _, edition, _ in chosen:
+                self._could_not(edition.subscriber, exc)
+            return []
+        # None: queued meanwhile by another run
+        return [Job(oid, edition, 0, matched) for oid, (_, edition, matched) in zip(oids, chosen) if oid is not None]
+
+    def _could_not(self, sub: Subscriber, exc: DigestmailError) -> None:
+        self.report.add("failed", {"email": sub.email, "error": str(exc)})
+        log.error("could not deliver to %s: %s", sub.email, exc)
 
 
 def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,

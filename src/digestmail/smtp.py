@@ -7,7 +7,7 @@ import collections
 import re
 import ssl
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import aiosmtplib
 
@@ -79,6 +79,33 @@ def _speed_up_aiosmtplib() -> bool:
 
 
 FAST_DATA = _speed_up_aiosmtplib()
+
+# A plain dot-atom address: email.utils.parseaddr hands it back unchanged and nothing in it needs
+# quoting, so `<address>` is what aiosmtplib's quote_address makes of it (tests/test_smtp_data.py
+# checks the two agree), without parseaddr's ~40 µs twice per message.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _quick_quote(slow: Callable[[str], str]) -> Callable[[str], str]:
+    def quote_address(address: str) -> str:
+        return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else slow(address)
+
+    quote_address.slow = slow  # type: ignore[attr-defined]
+    return quote_address
+
+
+def _speed_up_addresses() -> bool:
+    """Put the fast path above in front of the quote_address aiosmtplib's MAIL and RCPT use."""
+    from aiosmtplib import smtp
+
+    current = getattr(smtp, "quote_address", None)
+    if current is None or getattr(current, "slow", None) is not None:
+        return current is not None
+    smtp.quote_address = _quick_quote(current)  # type: ignore[attr-defined]
+    return True
+
+
+FAST_ADDRESSES = _speed_up_addresses()
 
 
 class SmtpTransport:

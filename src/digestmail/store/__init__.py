@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .migrations import MIGRATIONS
-from .outbox import OutboxMixin, OutboxRow
+from .outbox import OutboxMixin, OutboxRow, Queued
 from .papers import IngestResult, PapersMixin, _Candidates, _iso
 
-__all__ = ["MIGRATIONS", "IngestResult", "OutboxRow", "Store", "_Candidates"]
+__all__ = ["MIGRATIONS", "IngestResult", "OutboxRow", "Queued", "Store", "_Candidates"]
 
 
 class Store(PapersMixin, OutboxMixin):

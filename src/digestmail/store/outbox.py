@@ -13,13 +13,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from .papers import _iso
 
 PENDING = ("queued", "sending", "deferred")
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An edition about to enter the outbox."""
+
+    key: str
+    subscriber_id: int
+    message_id: str
+    created: dt.datetime
+    paper_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -43,22 +54,39 @@ class OutboxMixin:
     def has_edition(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM outbox WHERE edition_key = ?", (key,)).fetchone() is not None
 
+    def existing_editions(self, keys: Sequence[str]) -> set[str]:
+        """Which of these edition keys are in the outbox already (one query for a batch of subscribers)."""
+        return {k for (k,) in self.db.execute(
+            f"SELECT edition_key FROM outbox WHERE edition_key IN ({','.join('?' * len(keys))})", keys)}
+
     def queue_edition(self, key: str, subscriber_id: int, message_id: str, created: dt.datetime,
                       paper_ids: Iterable[int], *, sending: bool = False) -> int | None:
         """Queue one edition with its papers (already `sending`, one transaction saved, when it is sent
         right away); None when that edition key exists already (a re-run)."""
+        return self.queue_editions([Queued(key, subscriber_id, message_id, created, tuple(paper_ids))],
+                                   sending=sending)[0]
+
+    def queue_editions(self, editions: Sequence[Queued], *, sending: bool = False) -> list[int | None]:
+        """Queue editions in one transaction (a write transaction costs ~0.1 ms, most of it whatever
+        the batch: pages rewritten once, not once per edition); for each its outbox id, or None when
+        its key exists already. Queued as `sending`, an edition a crash catches before its turn is
+        sent at the next start like any interrupted one: late, never lost or doubled."""
+        state, attempts = ("sending", 1) if sending else ("queued", 0)
+        oids: list[int | None] = []
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO outbox (edition_key, subscriber_id, message_id, created_at, state, "
-                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, subscriber_id, message_id, _iso(created), "sending" if sending else "queued",
-                 1 if sending else 0, _iso(created)))
-            if not cur.rowcount:
-                return None
-            oid = cur.lastrowid
-            db.executemany("INSERT INTO outbox_papers VALUES (?, ?, ?)",
-                           [(oid, p, i) for i, p in enumerate(paper_ids)])
-        return oid
+            for e in editions:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO outbox (edition_key, subscriber_id, message_id, created_at, state, "
+                    "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (e.key, e.subscriber_id, e.message_id, _iso(e.created), state, attempts, _iso(e.created)))
+                if not cur.rowcount:
+                    oids.append(None)
+                    continue
+                oid = cur.lastrowid
+                db.executemany("INSERT INTO outbox_papers VALUES (?, ?, ?)",
+                               [(oid, p, i) for i, p in enumerate(e.paper_ids)])
+                oids.append(oid)
+        return oids
 
     def _set(self, db: sqlite3.Connection, oid: int, state: str, now: dt.datetime, **extra: object) -> None:
         cols = "".join(f", {k} = ?" for k in extra)
@@ -77,6 +105,16 @@ class OutboxMixin:
             db.execute("INSERT OR IGNORE INTO deliveries SELECT o.subscriber_id, op.paper_id, o.message_id, ? "
                        "FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id WHERE o.id = ?",
                        (_iso(now), oid))
+
+    def withdraw(self, oids: Sequence[int]) -> None:
+        """Take back editions queued as `sending` but never handed over (the run is stopping): as if
+        they had not been queued, so the next run chooses those subscribers' papers afresh."""
+        if oids:
+            with self.transaction() as db:
+                gone = [(oid,) for (oid,) in db.execute(
+                    f"SELECT id FROM outbox WHERE state = 'sending' AND id IN ({','.join('?' * len(oids))})", oids)]
+                db.executemany("DELETE FROM outbox_papers WHERE outbox_id = ?", gone)
+                db.executemany("DELETE FROM outbox WHERE id = ?", gone)
 
     def mark_deferred(self, oid: int, now: dt.datetime, until: dt.datetime, error: str) -> None:
         with self.transaction() as db:
@@ -148,6 +186,15 @@ class OutboxMixin:
     def suppression(self, email: str) -> str | None:
         row = self.db.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
         return row[0] if row else None
+
+    def suppressed_among(self, emails: Sequence[str]) -> dict[str, str]:
+        """Those of these addresses that are suppressed (compared as the table does, ASCII case
+        folded), each as given → its reason: one query for a batch of subscribers."""
+        if not emails:
+            return {}
+        return dict(self.db.execute(
+            f"WITH given(email) AS (VALUES {','.join(['(?)'] * len(emails))}) "
+            "SELECT given.email, s.reason FROM suppressions s JOIN given ON s.email = given.email", emails))
 
     def suppressions(self) -> list[dict[str, str]]:
         return [{"email": e, "reason": r, "detail": d or "", "at": a} for e, r, d, a in
