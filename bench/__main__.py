@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         met = value is not None and (value >= target if kind == "min" else value <= target)
         ratio = (value / target if kind == "min" else target / value) if value else 0.0
         out.update({"target": target, "metric": metric, "met": met, "ratio_to_target": ratio,
-                    "wall_seconds": time.perf_counter() - start})
+                    "stage_seconds": time.perf_counter() - start})
         results["stages"][name] = out
         rows.append((name, what, metric, value, target, kind, met, ratio))
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -123,6 +123,7 @@ class Deliverer:
                 if self.pool is None and self.built_here >= MIN_EDITIONS and self.config.build_processes:
                     processes = processes_for(self.config.build_processes)
                     self.pool = BuildPool(self.builder.recipe, processes)
+                    self.builder.release()  # its templates and caches are the build processes' now
                     log.info("building the rest of the emails in %d other process%s", processes,
                              "es" if processes > 1 else "")
                 if self.pool is not None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
-
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 _FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 
@@ -34,6 +36,9 @@ class Schedule:
 
 def trigger(schedule: Schedule, where: str = "schedule.cron") -> CronTrigger:
     """The cron trigger: 5 fields, or 6 with a leading seconds field; errors name the config key."""
+    # Imported here: a build process loads the config's types but never a schedule (3 MB less each).
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         tz = zoneinfo.ZoneInfo(schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
