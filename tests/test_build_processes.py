@@ -1,15 +1,19 @@
 """Build processes: each future gets the bytes of its own edition, a refusal comes back as one, and
-a build process that dies fails what it had, never leaves a future waiting."""
+a build process that dies fails what it had, never leaves a future waiting. Each paper crosses to a
+build process once, and the bytes stay those built here: when papers repeat, change under the same
+id, ride on a cancelled edition, or are forgotten to keep memory bounded."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import pickle
 import signal
 from dataclasses import replace
 
 import pytest
 
+from digestmail import buildpool
 from digestmail.buildpool import BuildPool, BuildProcessError
 from digestmail.compose import Composer, Recipe
 from digestmail.config import RenderSettings, load_config
@@ -23,13 +27,28 @@ NOW = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
 RECIPE = Recipe("Trending Papers <papers@example.org>", RenderSettings(), None, None, None)
 
 
-def edition(i: int, name: str = "") -> Edition:
-    paper = Paper(id=i, key=f"k{i}", title=f"Adam Variant {i} for Noisy Labels", first_seen=NOW,
-                  abstract=f"We study the Adam optimizer, variant {i}, on noisy labels. " * (1 + i % 5),
-                  authors=("A. Author", f"B. Author {i}"), arxiv_id=f"2611.{10000 + i}", upvotes=i)
-    match = Match(("optimizers",), ("adam",), (("title", 0, 4, "adam"),), "topic optimizers: Adam")
+MATCH = Match(("optimizers",), ("adam",), (("title", 0, 4, "adam"),), "topic optimizers: Adam")
+
+
+def paper(i: int) -> Paper:
+    return Paper(id=i, key=f"k{i}", title=f"Adam Variant {i} for Noisy Labels", first_seen=NOW,
+                 abstract=f"We study the Adam optimizer, variant {i}, on noisy labels. " * (1 + i % 5),
+                 authors=("A. Author", f"B. Author {i}"), arxiv_id=f"2611.{10000 + i}", upvotes=i)
+
+
+def edition(i: int, name: str = "", papers: tuple[Paper, ...] | None = None) -> Edition:
     sub = Subscriber(email=f"r{i}@example.org", name=name or f"Réader {i}", topics=("optimizers",))
-    return Edition(sub, i, (Pick(paper, match),), NOW, key=f"20261123080000.{i:016x}")
+    picks = tuple(Pick(p, MATCH) for p in (papers if papers is not None else (paper(i),)))
+    return Edition(sub, i, picks, NOW, key=f"20261123080000.{i:016x}")
+
+
+def built_there(editions: list[Edition], processes: int = 1) -> tuple[list[bytes], BuildPool]:
+    pool = BuildPool(RECIPE, processes)
+    try:
+        futures = [pool.submit(ed) for ed in editions]
+        return [f.result(timeout=60) for f in futures], pool
+    finally:
+        pool.close()
 
 
 def test_each_future_gets_the_bytes_built_here_for_its_own_edition():
@@ -118,3 +137,122 @@ def test_a_builder_that_let_go_of_its_composer_builds_the_same_bytes_again(tmp_p
     assert [builder.message_id(ed) for ed in editions] == [held.message_id(ed) for ed in editions]
     assert [builder.build(ed)[1] for ed in editions] == before
     assert builder.composer is not held
+
+
+def test_papers_shared_by_editions_cross_once_per_process_and_build_the_same_bytes():
+    papers = [paper(i) for i in range(6)]
+    editions = [edition(i, papers=(papers[i % 6], papers[(i * 5 + 1) % 6], papers[(i + 3) % 6])) for i in range(40)]
+    got, pool = built_there(editions, 2)
+    composer = Composer(RECIPE)
+    assert got == [composer.build(ed)[1] for ed in editions]
+    for process in pool.processes:  # what each was sent: these very objects, once
+        assert process.frames.known.keys() <= {p.id for p in papers}
+        assert all(process.frames.known[pid] is papers[pid] for pid in process.frames.known)
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """A build process's papers, for frames taken in by this process."""
+    held: dict[int, Paper] = {}
+    monkeypatch.setattr(buildpool, "_held", held)
+    return held
+
+
+def sent_in(frame: bytes) -> list[int]:
+    """The ids of the papers a frame brings in full."""
+    n = buildpool._PAPERS.unpack_from(frame)[1]
+    return sorted(p.id for p in pickle.loads(frame[buildpool._PAPERS.size:buildpool._PAPERS.size + n])) if n else []
+
+
+def test_a_paper_is_sent_again_when_it_changed_under_its_id_and_not_for_an_equal_copy(held):
+    before = paper(3)
+    after = replace(before, title="Adam Variant 3, Revised", upvotes=250)
+    again = replace(after)  # equal, not the same object: a retry's paper, read from the store again
+    editions = [edition(1, papers=(before, paper(4))), edition(2, papers=(before,)),
+                edition(3, papers=(after, paper(4))), edition(4, papers=(again,))]
+    frames = buildpool._Frames()
+    sent = []
+    for ed in editions:
+        frame = frames.frame(ed)
+        sent.append(sent_in(frame))
+        there = pickle.loads(buildpool._receive(frame))
+        assert there == ed  # field by field: the changed title and upvotes too
+        assert all(pick.paper is held[pick.paper.id] for pick in there.picks)
+    assert sent == [[3, 4], [], [3], []]
+    assert held[3] == after and frames.known[3] is after
+
+
+def test_two_papers_with_one_id_in_one_edition_both_arrive_as_they_are(held):
+    one, other = paper(7), replace(paper(8), id=7)
+    editions = [edition(1, papers=(one, other)), edition(2, papers=(other, one)), edition(3, papers=(one, one))]
+    frames = buildpool._Frames()
+    for ed in editions:
+        assert pickle.loads(buildpool._receive(frames.frame(ed))) == ed
+    got, _ = built_there(editions)
+    composer = Composer(RECIPE)
+    assert got == [composer.build(ed)[1] for ed in editions]
+
+
+def test_past_the_cap_both_sides_forget_every_paper_and_start_over(held, monkeypatch):
+    monkeypatch.setattr(buildpool, "KNOWN_PAPERS", 4)
+    papers = [paper(i) for i in range(9)]
+    editions = [edition(i, papers=(papers[i % 9], papers[(i * 4 + 2) % 9])) for i in range(30)]
+    frames = buildpool._Frames()
+    forgot = 0
+    for ed in editions:
+        frame = frames.frame(ed)
+        forgot += buildpool._PAPERS.unpack_from(frame)[0] & buildpool._FORGET
+        assert pickle.loads(buildpool._receive(frame)) == ed
+        assert len(held) <= 4 + 2 and held.keys() == frames.known.keys()
+    assert forgot >= 5
+    got, _ = built_there(editions)  # and through a real build process
+    composer = Composer(RECIPE)
+    assert got == [composer.build(ed)[1] for ed in editions]
+
+
+def test_the_papers_of_a_cancelled_edition_still_reach_the_build_process():
+    # As in the cancelling test above: ~200 KB papers, so the writer holds at most the first two
+    # frames while the build process starts. Edition i brings paper i and uses paper i - 1 too; the
+    # cancelled edition 4 also brings paper 99, which edition 5 then brings changed.
+    big = [replace(paper(i), abstract="x " * 100_000) for i in range(12)]
+    old = paper(99)
+    new = replace(old, title="Adam Variant 99, Revised", upvotes=250)
+    editions = [edition(i, papers=(big[i], big[i - 1]) if i else (big[0],)) for i in range(12)]
+    editions[4] = edition(4, papers=(big[4], big[3], old))
+    editions[5] = edition(5, papers=(big[5], big[4], new))
+    pool = BuildPool(RECIPE, 1)
+    try:
+        futures = [pool.submit(ed) for ed in editions]
+        assert all(f.cancel() for f in futures[4::2])
+        composer = Composer(RECIPE)  # it never sees the old paper 99, nor the editions cancelled
+        for i, f in enumerate(futures):
+            if i < 4 or i % 2:  # 5, 7, 9 and 11 use a paper only a cancelled edition brought
+                assert f.result(timeout=60) == composer.build(editions[i])[1]
+    finally:
+        pool.close()
+
+
+def test_a_paper_the_build_process_lacks_fails_loudly_with_its_traceback():
+    pool = BuildPool(RECIPE, 1)
+    try:
+        pool.submit(edition(1)).result(timeout=60)
+        pool.processes[0].frames.known[2] = paper(2)  # as if sent, but it never was: a bug in the protocol
+        with pytest.raises(BuildProcessError, match="KeyError: 2"):
+            pool.submit(edition(2)).result(timeout=60)
+        assert pool.submit(edition(3)).result(timeout=60) == Composer(RECIPE).build(edition(3))[1]
+    finally:
+        pool.close()
+
+
+def test_an_edition_that_cannot_be_pickled_changes_nothing_the_next_frames_rely_on(held, monkeypatch):
+    monkeypatch.setattr(buildpool, "KNOWN_PAPERS", 2)
+    a, b, c = paper(1), paper(2), paper(3)
+    frames = buildpool._Frames()
+    first = edition(1, papers=(a, b))
+    assert pickle.loads(buildpool._receive(frames.frame(first))) == first
+    with pytest.raises(AttributeError, match="pickle"):
+        frames.frame(replace(edition(2, papers=(c,)), key=lambda: "no"))  # two known: the cap says forget
+    after = edition(3, papers=(a,))
+    frame = frames.frame(after)
+    assert buildpool._PAPERS.unpack_from(frame)[0] & buildpool._FORGET and sent_in(frame) == [1]
+    assert pickle.loads(buildpool._receive(frame)) == after and set(held) == {1}
