@@ -25,10 +25,11 @@ NOW = "2026-11-23T08:00:00+00:00"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree(root: int) -> dict[int, tuple[int, float]]:
-    """A process and all its descendants now (build processes included): pid → (RSS in kB, CPU seconds)."""
+def _tree(root: int) -> dict[int, tuple[int, float, int, float]]:
+    """A process and all its descendants now (build processes included): pid → (RSS in kB, CPU seconds,
+    peak RSS so far in kB, of the CPU seconds those in the kernel)."""
     children: dict[int, list[int]] = {}
-    seen: dict[int, tuple[int, float]] = {}
+    seen: dict[int, tuple[int, float, int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -41,7 +42,8 @@ def _tree(root: int) -> dict[int, tuple[int, float]]:
             continue  # gone meanwhile
         pid = int(entry)
         children.setdefault(int(fields.get("PPid", "0").strip() or 0), []).append(pid)
-        seen[pid] = (int(fields.get("VmRSS", "0 kB").split()[0]), (int(stat[11]) + int(stat[12])) / TICK)
+        seen[pid] = (int(fields.get("VmRSS", "0 kB").split()[0]), (int(stat[11]) + int(stat[12])) / TICK,
+                     int(fields.get("VmHWM", "0 kB").split()[0]), int(stat[12]) / TICK)
     tree, todo = {}, [root]
     while todo:
         pid = todo.pop()
@@ -52,19 +54,27 @@ def _tree(root: int) -> dict[int, tuple[int, float]]:
 
 
 def _wait_sampling(proc: subprocess.Popen[bytes], every: float = 0.1) -> dict[str, float]:
-    """Wait for `proc`, sampling its process tree every `every` seconds: its own peak RSS (wait4) and
-    CPU time, the peak RSS of the whole tree (build processes too) and the CPU time of the others."""
-    tree_peak = 0
-    helpers_cpu: dict[int, float] = {}
+    """Wait for `proc`, sampling its process tree every `every` seconds: its own peak RSS and CPU time,
+    the peak RSS of the whole tree (build processes too) and the CPU time of the others.
+
+    The process's own peak is its VmHWM from /proc, not wait4's ru_maxrss: that one also counts the
+    image of this (benchmark) process the child was forked from before it exec'd Python, so after a
+    large stage it reported this process's size, not the run's.
+    """
+    tree_peak = main_peak = 0
+    helpers: dict[int, tuple[float, float]] = {}  # pid → (CPU, kernel CPU) seconds
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
-            return {"status": status, "main_rss_kb": usage.ru_maxrss, "tree_rss_kb": tree_peak,
-                    "main_cpu_s": usage.ru_utime + usage.ru_stime, "main_system_cpu_s": usage.ru_stime,
-                    "helpers_cpu_s": sum(helpers_cpu.values())}
+            # wait4's times include the build processes the run waited for: theirs are taken out.
+            cpu, kernel = (sum(t[i] for t in helpers.values()) for i in (0, 1))
+            return {"status": status, "main_rss_kb": main_peak, "tree_rss_kb": tree_peak,
+                    "main_cpu_s": usage.ru_utime + usage.ru_stime - cpu, "main_system_cpu_s": usage.ru_stime - kernel,
+                    "helpers_cpu_s": cpu}
         tree = _tree(proc.pid)
-        tree_peak = max(tree_peak, sum(rss for rss, _ in tree.values()))
-        helpers_cpu.update({p: cpu for p, (_, cpu) in tree.items() if p != proc.pid})
+        tree_peak = max(tree_peak, sum(t[0] for t in tree.values()))
+        main_peak = max(main_peak, tree.get(proc.pid, (0, 0.0, 0, 0.0))[2])
+        helpers.update({p: (t[1], t[3]) for p, t in tree.items() if p != proc.pid})
         time.sleep(every)
 
 
@@ -109,7 +119,7 @@ def measure(subscribers: int = 10_000, papers: int = 1_000, reference: bool = Tr
             sample = _wait_sampling(proc)
         proc.returncode = os.waitstatus_to_exitcode(int(sample["status"]))
         wall = time.perf_counter() - start
-        rss_mb = max(sample["main_rss_kb"], sample["tree_rss_kb"]) / 1024
+        rss_mb = max(sample["main_rss_kb"], sample["tree_rss_kb"]) / 1024  # the tree's, or alone its largest
         if proc.returncode not in (0, 1):
             raise RuntimeError(err_path.read_text()[-2000:])
         report = json.loads(out_path.read_text())
