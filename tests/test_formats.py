@@ -16,11 +16,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digestmail import sources
 from digestmail.errors import DigestError
 from digestmail.models import Digest
-from digestmail.sources import arxiv_listing, feed, hf_json, trending
+from digestmail.sources import _text, arxiv_listing, feed, hf_json, trending
 
 from .conftest import trending as make_digest
 
@@ -450,3 +452,38 @@ def test_real_malformed_listing_warnings_name_lines(shared):
     assert "without an arXiv id" in digest.warnings[0]
     assert "cut short" in digest.warnings[1]
     assert "again" in digest.warnings[2]
+
+
+# collapse and github_in take shortcuts (memchr searches, trying the link pattern only next to "://"):
+# property-tested equal to the plain definitions, on text full of the characters that matter.
+_TRICKY = st.text(st.sampled_from(list("ab .:/-_") + ["\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x00",
+                                                     "\xa0", "\x85", "\u2028", "\u3000", "é", "ſ", "K"]))
+_LINKY = st.lists(st.sampled_from(["://", "http", "https", "HTTPS", "github.com", "GitHub.COM", "www.", "/",
+                                   "orgs", "topics/", "owner", "repo", ".git", ".", " ", "\n", "ſ", "x"]),
+                  max_size=20).map("".join)
+
+
+@given(st.one_of(_TRICKY, _LINKY))
+def test_collapse_is_split_and_join(text):
+    assert _text.collapse(text) == " ".join(text.split())
+
+
+def _github_in_by_definition(text):
+    for m in _text._GITHUB.finditer(text):
+        owner, repo = m.group(1), m.group(2).rstrip(".")
+        repo = repo[:-4] if repo.lower().endswith(".git") else repo
+        if owner.lower() not in _text._NOT_REPOS and repo:
+            return f"https://github.com/{owner}/{repo}"
+    return None
+
+
+@given(st.one_of(_LINKY, _TRICKY))
+def test_github_in_finds_what_the_pattern_finds(text):
+    assert [m.span() for m in _text._github_links(text)] == [m.span() for m in _text._GITHUB.finditer(text)]
+    assert _text.github_in(text) == _github_in_by_definition(text)
+
+
+def test_github_in_skips_pages_that_are_not_repositories():
+    text = "See https://github.com/orgs/x and HTTP://WWW.GitHub.com/Owner/Repo.git/tree/main."
+    assert _text.github_in(text) == "https://github.com/Owner/Repo"
+    assert _text.github_in("no links", "http://example.org/a", None) is None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digestmail.identity import normalise_title, paper_key
+from digestmail.identity import key_hash, normalise_title, paper_key, probe_hashes, title_keys
 
 
 def test_case_spacing_and_punctuation_fold():
@@ -35,3 +38,17 @@ def test_normalising_is_idempotent(title):
     once = normalise_title(title)
     assert normalise_title(once) == once
     assert once == once.strip() and "  " not in once
+
+
+@given(st.text())
+def test_probe_hashes_are_the_hashes_of_the_probes(title):
+    keys = title_keys(title)
+    assert probe_hashes(keys) == tuple(key_hash(p) for p in keys.probes())
+
+
+@given(st.one_of(st.text(), st.lists(st.sampled_from(list("aZ9_ -.'`’:") + ["\t", "\xa0", "\u2028", "\x1c", "ﬁ",
+                                                                          "Straße", "İ", "²"])).map("".join)))
+def test_normalising_folds_every_run_of_punctuation_and_space_to_one_space(title):
+    text = re.sub(r"['\u2018\u2019`\u00b4]", "", unicodedata.normalize("NFKC", title).casefold())
+    assert normalise_title(title) == re.sub(r"[\W_]+", " ", text).strip()
+    assert title_keys(title).normal == normalise_title(title)

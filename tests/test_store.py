@@ -178,6 +178,23 @@ def test_an_arxiv_id_a_paper_takes_holds_for_the_rest_of_the_digest(tmp_path):
         assert sorted((p.arxiv_id, p.digest_count) for p in papers(store)) == [("2309.16588", 2), ("2401.00001", 1)]
 
 
+def test_a_digest_whose_entries_all_have_ids_finds_by_title_only_papers_without_one(tmp_path):
+    # Such a digest leaves papers with an id out of its title lookups: check both kinds still resolve.
+    other = "Masked Autoencoders Are Scalable Vision Learners"
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a", "1", digest(TITLE, Entry(other, "x", arxiv_id="2111.06377")), NOW)
+        r = store.add_digest("b", "2", digest(
+            Entry("Vision Transformer Needs Registers for Clean Attention Map", "y", arxiv_id="2309.16588"),
+            Entry(other, "z", arxiv_id="2401.00001"),           # the title of a paper with another id
+            Entry(other.upper(), "w", arxiv_id="2111.06377"),   # that paper, by its id
+        ), NOW)
+        assert (r.new_papers, r.known_papers) == (1, 2)
+        r = store.add_digest("c", "3", digest(Entry(other.lower(), "v"), Entry(TITLE, "u", arxiv_id="2309.16588")), NOW)
+        assert (r.new_papers, r.known_papers) == (0, 2)  # without an id: the first paper of that title
+        assert sorted((p.arxiv_id, p.digest_count) for p in papers(store)) == \
+            [("2111.06377", 3), ("2309.16588", 3), ("2401.00001", 1)]
+
+
 def test_replacements_update_known_papers_and_are_never_new(tmp_path):
     with Store(tmp_path / "s.sqlite3") as store:
         store.add_digest("a", "1", digest(Entry(TITLE, "old abstract", arxiv_id="2309.16588")), NOW)

@@ -160,6 +160,19 @@ def _url(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip().startswith(("http://", "https://")) else None
 
 
+def _text_of(paper: dict[str, Any], item: dict[str, Any], field: str) -> str:
+    """The paper's text field, else the item's own (the fallback), else ""."""
+    value = paper.get(field)
+    if not isinstance(value, str):
+        value = item.get(field)
+    return value if isinstance(value, str) else ""
+
+
+def _where(n: int, line: int) -> str:
+    # Made only for a warning: most items have none.
+    return f"item {n}" + (f" (line {line})" if line else "")
+
+
 def parse(data: str | bytes, today: dt.date) -> Digest:
     """Parse one daily-papers response; `today` caps the digest date."""
     text, warnings = decode(data) if isinstance(data, bytes) else (data.lstrip("\ufeff"), [])
@@ -201,31 +214,30 @@ def parse(data: str | bytes, today: dt.date) -> Digest:
     submitted: Counter[dt.date] = Counter()
     stamps: list[dt.date] = []
     for n, (raw, line) in enumerate(zip(items, lines), start=1):
-        where = f"item {n}" + (f" (line {line})" if line else "")
         try:
             item = _item_dict(raw)
         except ValueError as exc:
-            warnings.append(f"{where}: {exc}; skipped")
+            warnings.append(f"{_where(n, line)}: {exc}; skipped")
             continue
         paper = item.get("paper")
         if not isinstance(paper, dict):
             paper = {}
-        title = collapse(paper.get("title") if isinstance(paper.get("title"), str) else
-                         item.get("title") if isinstance(item.get("title"), str) else "")
+        title = collapse(_text_of(paper, item, "title"))
         if not title:
-            warnings.append(f"{where}: no paper title; skipped")
+            warnings.append(f"{_where(n, line)}: no paper title; skipped")
             continue
-        summary = paper.get("summary") if isinstance(paper.get("summary"), str) else item.get("summary")
-        abstract = collapse(summary if isinstance(summary, str) else "")
+        abstract = collapse(_text_of(paper, item, "summary"))
         if not abstract:
-            warnings.append(f"{where}: no abstract; kept without one")
-        raw_id = paper.get("id") if isinstance(paper.get("id"), str) else None
+            warnings.append(f"{_where(n, line)}: no abstract; kept without one")
+        raw_id = paper.get("id")
+        if not isinstance(raw_id, str):
+            raw_id = None
         pid = arxiv_id(raw_id)
         if raw_id and pid is None:
-            warnings.append(f"{where}: paper id {raw_id!r} is not an arXiv id; ignored")
+            warnings.append(f"{_where(n, line)}: paper id {raw_id!r} is not an arXiv id; ignored")
         if pid is not None:
             if pid in seen:
-                warnings.append(f"{where}: arXiv {pid} again (first as item {seen[pid]}); skipped")
+                warnings.append(f"{_where(n, line)}: arXiv {pid} again (first as item {seen[pid]}); skipped")
                 continue
             seen[pid] = n
         published = _date(paper.get("publishedAt"))

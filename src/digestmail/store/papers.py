@@ -29,8 +29,9 @@ def _iso(moment: dt.datetime | dt.date) -> str:
 
 
 def _json_list(values: tuple[str, ...]) -> str:
-    # What json.dumps gives for a list of strings, at a third of its cost (once per new paper).
-    return f"[{', '.join(map(_json_string, values))}]"
+    # What json.dumps gives for a list of strings, at a third of its cost (once per new paper);
+    # most papers have no categories or keywords at all.
+    return f"[{', '.join(map(_json_string, values))}]" if values else "[]"
 
 
 # A paper row with its provenance aggregated over the digests it appeared in
@@ -60,9 +61,8 @@ class _Hashes(NamedTuple):
 
     @classmethod
     def of(cls, keys: identity.TitleKeys) -> _Hashes:
-        h = identity.key_hash
-        probes = [h(p) for p in keys.probes()]
-        return cls(h(keys.folded), tuple(probes[:3]), tuple(probes[3:]))
+        probes = identity.probe_hashes(keys)
+        return cls(identity.key_hash(keys.folded), probes[:3], probes[3:])
 
     def stored(self) -> tuple[int, int, int]:
         """folded_hash, head_hash, tail_hash of the paper's row."""
@@ -80,7 +80,7 @@ class _Candidates:
 
     _COLUMNS = "SELECT id, arxiv_id, title_norm, title_folded, head_hash, tail_hash FROM papers WHERE "
 
-    def __init__(self, db: sqlite3.Connection, entries: Iterable[Entry], hashes: list[_Hashes]) -> None:
+    def __init__(self, db: sqlite3.Connection, entries: Sequence[Entry], hashes: list[_Hashes]) -> None:
         self.arxiv: dict[str, int] = {}
         self.ids: dict[int, str | None] = {}  # paper -> its arXiv id
         self.compact: dict[str, list[int]] = {}  # compact title -> papers
@@ -93,12 +93,19 @@ class _Candidates:
             "head_hash": {p for h in hashes for p in h.heads},
             "tail_hash": {p for h in hashes for p in h.tails},
         }
+        # When every entry has an arXiv id (a Hugging Face day, an arXiv listing), a title can only
+        # lead to a paper without one: a paper with another id is never merged, one with the same id
+        # comes by id. Papers with an id are then neither fetched nor filed by title.
+        self.ids_only = all(e.arxiv_id for e in entries)
+        by_title = " AND arxiv_id IS NULL" if self.ids_only else ""
         rows: dict[int, tuple[str | None, str, str, int, int]] = {}
         for column, values in wanted.items():
             ordered = sorted(values)
+            where = "" if column == "arxiv_id" else by_title
             for i in range(0, len(ordered), 500):  # SQLite's bound-parameter limit
                 chunk = ordered[i:i + 500]
-                for pid, *row in db.execute(f"{self._COLUMNS}{column} IN ({','.join('?' * len(chunk))})", chunk):
+                for pid, *row in db.execute(f"{self._COLUMNS}{column} IN ({','.join('?' * len(chunk))}){where}",
+                                            chunk):
                     rows[pid] = row  # type: ignore[assignment]
         for pid, (arxiv, normal, folded, head, tail) in sorted(rows.items()):
             self.add(pid, arxiv, identity.stored_keys(normal, folded), head, tail)
@@ -106,6 +113,8 @@ class _Candidates:
     def add(self, pid: int, arxiv: str | None, keys: identity.TitleKeys, head: int, tail: int) -> None:
         self.ids[pid] = None
         self.identify(pid, arxiv)
+        if arxiv and self.ids_only:
+            return  # found by its id or not at all (see __init__)
         self.compact.setdefault(keys.compact, []).append(pid)
         self.folded.setdefault(keys.folded, []).append(pid)
         for k in (head, tail):
@@ -120,20 +129,17 @@ class _Candidates:
 
     def find(self, entry: Entry, keys: identity.TitleKeys, hashed: _Hashes) -> int | None:
         """The paper this entry is, by identity's rules in order (docs/identity.md), or None if new."""
-        if entry.arxiv_id and entry.arxiv_id in self.arxiv:
-            return self.arxiv[entry.arxiv_id]
-
-        def compatible(pid: int) -> bool:  # two different arXiv ids are two papers
-            other = self.ids[pid]
-            return not (entry.arxiv_id and other and other != entry.arxiv_id)
-
+        arxiv, ids = entry.arxiv_id, self.ids
+        if arxiv and arxiv in self.arxiv:
+            return self.arxiv[arxiv]
+        # Below, `ids[pid] in (None, arxiv)`: two different arXiv ids are two papers.
         # The normalised title is covered by its compact form.
         for pid in (*self.compact.get(keys.compact, ()), *self.folded.get(keys.folded, ())):
-            if compatible(pid):
+            if not arxiv or ids[pid] in (None, arxiv):
                 return pid
         for k in (*hashed.heads, *hashed.tails):
             for pid, theirs in self.blocks.get(k, ()):
-                if compatible(pid) and identity.near_duplicate(keys, theirs):
+                if (not arxiv or ids[pid] in (None, arxiv)) and identity.near_duplicate(keys, theirs):
                     return pid
         return None
 
