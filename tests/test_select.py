@@ -8,11 +8,14 @@ import json
 import re
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
+from digestmail import index, select
 from digestmail.index import PaperIndex
 from digestmail.models import Paper, Subscriber
-from digestmail.rules import compile_rule
+from digestmail.rules import WORD, compile_rule
 from digestmail.select import Selector
 
 from .conftest import NOW, cli, trending, write_config
@@ -252,3 +255,28 @@ def test_rules_test_and_explain_commands(tmp_path):
     assert [l.split(". ", 1)[1] for l in lines] == ["Adam Optimizer Survey", "Adam Without Warmup"]
     explain_min = cli("--config", config, "--now", NOW, "rules", "explain", "min@example.org")
     assert "no email now: below min_papers (1 < 3)" in explain_min.stdout
+
+
+# -- the arithmetic underneath: plane sums and word offsets ---------------------------------------------
+
+def _values(planes: tuple[int, ...], n: int) -> list[int]:
+    return [sum((plane >> i & 1) << p for p, plane in enumerate(planes)) for i in range(n)]
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(st.sampled_from([1, 3, 3, 3, 7]).flatmap(  # mostly a term's 0-3: two planes
+    lambda top: st.lists(st.integers(0, top), min_size=40, max_size=40)), min_size=2, max_size=6))
+def test_plane_sums_add_paper_by_paper(rows):
+    """_sum (and its unrolled two-plane case) is addition, paper by paper, whatever the plane counts."""
+    total: tuple[int, ...] = ()
+    for k, row in enumerate(rows, start=1):
+        planes = tuple(sum((v >> p & 1) << i for i, v in enumerate(row)) for p in range(max(row).bit_length()))
+        assert _values(planes, 40) == row
+        total = select._sum(total, planes)
+        assert _values(total, 40) == [sum(col) for col in zip(*rows[:k])]
+
+
+@pytest.mark.parametrize("text", ["", "-", "a", " Adam, learning-rate schedules ", "x_y __z__", "Schrödinger's café",
+                                  "İstanbul ß ﬁ x² ½ ٣٤", "a\u00a0b\tc\nd", "ÜBER-straße 3D-GS"])
+def test_word_offsets_are_the_rules_words(text):
+    assert index._word_bounds(text) == [x for m in WORD.finditer(text) for x in m.span()]

@@ -18,9 +18,11 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import math
+import re
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from itertools import accumulate, repeat
 
 from . import rules
 from .models import Paper
@@ -99,9 +101,7 @@ class PaperIndex:
                 else:
                     folded = raw
                 self._joined[name].append(" " + " ".join(folded) + " ")
-                table = self._words[name]
-                for w in distinct:
-                    table[w] = table.get(w, 0) | bit
+                _add(self._words[name], distinct, bit)
         self._sorted: dict[tuple[str, str], list[str]] = {}
         self._rules: dict[str, int] = {}
         self._leaves: dict[tuple[str, str], int] = {}
@@ -145,6 +145,14 @@ class PaperIndex:
         return self._walk(rule.ast, rules.DEFAULT_SCOPE, leaves), leaves
 
     def _walk(self, node: Node, scope: tuple[str, ...], leaves: dict[Key, Leaf] | None) -> int:
+        if type(node) is Term and scope is rules.DEFAULT_SCOPE:  # most leaves: one word, two tables
+            word, words = node.word, self._words
+            title, abstract = words["title"].get(word, 0), words["abstract"].get(word, 0)
+            if leaves is not None:
+                key = (word, scope)  # rules.term_of
+                if key not in leaves:
+                    leaves[key] = (key, title, 0, abstract)
+            return title | abstract
         if isinstance(node, (Term, Prefix, Phrase)):
             title = author = abstract = 0
             for f in scope:
@@ -251,8 +259,7 @@ class PaperIndex:
             if len(self._offsets) >= OFFSETS_CACHE * 3:
                 self._offsets.popitem(last=False)
             text = paper_texts(self.papers[i])[field]
-            found = self._offsets[key] = array("H" if len(text) < 1 << 16 else "I",
-                                               [x for m in rules.WORD.finditer(text) for x in m.span()])
+            found = self._offsets[key] = array("H" if len(text) < 1 << 16 else "I", _word_bounds(text))
         else:
             self._offsets.move_to_end(key)  # least recently used goes first: popular papers stay
         return found
@@ -269,6 +276,24 @@ class PaperIndex:
         else:
             self._raw_joined.move_to_end(key)
         return found
+
+
+# Words split out with their separators: the running total of the pieces' lengths is every word's start
+# and end, in C (a Match object per word costs twice as much). ASCII text splits as bytes, faster still.
+_SPLIT = re.compile(r"([^\W_]+)")  # rules.WORD, captured
+_SPLIT_ASCII = re.compile(rb"([A-Za-z0-9]+)")  # the same words in ASCII text
+
+
+def _word_bounds(text: str) -> list[int]:
+    """Start and end of every word (rules.WORD) of text, flat."""
+    pieces = _SPLIT_ASCII.split(text.encode("ascii")) if text.isascii() else _SPLIT.split(text)
+    return list(accumulate(map(len, pieces)))[:-1]  # the last total is the end of the text
+
+
+def _add(table: dict[str, int], words: set[str], bit: int) -> None:
+    """table[w] |= bit for every word: iterated in C (map, zip, update), as this is the index's
+    one loop over every word of every paper (a set iterates in the same order twice)."""
+    table.update(zip(words, map(bit.__or__, map(table.get, words, repeat(0)))))
 
 
 def _word_numbers(joined: str, needle: str) -> list[int]:

@@ -24,6 +24,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 from . import rules
@@ -92,6 +93,10 @@ class Plan(NamedTuple):
         return tuple((name, unit.rule) for name, unit in zip(self.names, self.units))
 
 
+# Plan(...) runs a Python-level __new__; one a subscriber adds up over 100k of them.
+_new_plan = partial(tuple.__new__, Plan)
+
+
 @dataclass(frozen=True)
 class Choice:
     """What selection decided for one subscriber: the ranked picks, or why there is no email."""
@@ -131,41 +136,41 @@ class Selector:
     def _plan(self, sub: Subscriber) -> Plan:
         names = sub.topics
         try:
-            units = [self._topic_units[name] for name in names]
+            units = list(map(self._topic_units.__getitem__, names))  # no Python frame per name
         except KeyError:
             names = tuple(name for name in names if name in self.topics)  # unknown topics select nothing
             units = [self._topic_unit(name) for name in names]
         if sub.query:
             names += ("query",)
             units.append(self._units.get(sub.query) or self.unit(rules.compile_rule(sub.query)))
-        mask = 0
+        # One pass for the papers and the relevance: each distinct term counted once, however many
+        # rules ask for it; while no two rules share a term, that is the sum of the rules' sums.
+        mask = sketch = 0
+        planes: Planes = ()
+        shared = False
         for unit in units:
             mask |= unit.mask
+            if sketch & unit.sketch:
+                shared = True
+            else:
+                sketch |= unit.sketch
+                planes = _sum(planes, unit.planes) if planes else unit.planes
+        if shared:
+            planes = self._distinct(units)
         exclude = None
         if sub.exclude:
             exclude = rules.compile_rule(sub.exclude)
             if mask:
                 mask ^= mask & self.index.match(exclude)
-        return Plan(names, tuple(units), exclude, mask, self._relevance(units))
+        return _new_plan((names, tuple(units), exclude, mask, planes))
 
-    def _relevance(self, units: list[Unit]) -> Planes:
-        """The subscriber's relevance: each distinct term counted once, however many rules ask for it."""
-        if not units:
-            return ()
-        planes = units[0].planes
-        sketch = units[0].sketch
-        for unit in units[1:]:
-            if sketch & unit.sketch:
-                break
-            sketch |= unit.sketch
-            planes = _sum(planes, unit.planes)
-        else:  # no term in two rules: the sum of the rules' sums
-            return planes
-        # Rare enough to evaluate the rules again rather than keep every rule's terms and masks.
+    def _distinct(self, units: list[Unit]) -> Planes:
+        """The relevance of rules some of which share a term: rare enough to evaluate the rules again
+        rather than keep every rule's terms and masks."""
         distinct: dict[Key, Leaf] = {}
         for unit in units:
             distinct.update(self.index.evaluate(unit.rule)[1])
-        planes = ()
+        planes: Planes = ()
         for leaf in distinct.values():
             planes = _sum(planes, _leaf_planes(leaf))
         return planes
@@ -204,7 +209,8 @@ class Selector:
 
     def rank(self, sub: Subscriber, mask: int, k: int) -> list[tuple[Paper, int]]:
         """The k best papers of mask for this subscriber, best first, with their relevance."""
-        planes = self.plan(sub).planes
+        last = self._last  # candidates() has just planned this subscriber: skip the call
+        planes = (last[1] if last is not None and last[0] is sub else self.plan(sub)).planes
         out: list[tuple[Paper, int]] = []
         if mask.bit_count() <= k:
             _order(self.index.papers, planes, len(planes) - 1, mask, 0, out)
@@ -286,6 +292,8 @@ def _sum(a: Planes, b: Planes) -> Planes:
         a, b = b, a
     if not b:
         return a
+    if len(b) == 2 and len(a) <= 3:  # a term's planes onto a sum of one or two rules: most additions
+        return _sum2(a, b)
     x, y = a[0], b[0]
     out = [x ^ y]
     carry = x & y
@@ -307,6 +315,19 @@ def _sum(a: Planes, b: Planes) -> Planes:
     elif carry:
         out.append(carry)
     return tuple(out)
+
+
+def _sum2(a: Planes, b: Planes) -> Planes:
+    """_sum for two or three planes plus two, unrolled: the same planes, without the loops."""
+    a0, a1, b0, b1 = a[0], a[1], b[0], b[1]
+    carry = a0 & b0
+    s1 = a1 ^ b1
+    low, mid = a0 ^ b0, s1 ^ carry
+    carry = (a1 & b1) | (s1 & carry)
+    if len(a) == 2:
+        return (low, mid, carry) if carry else (low, mid)
+    a2 = a[2]
+    return (low, mid, a2 ^ carry, a2 & carry) if a2 & carry else (low, mid, a2 ^ carry)
 
 
 def _order(papers: list[Paper], planes: Planes, p: int, tied: int, relevance: int,
