@@ -20,12 +20,12 @@ from . import build, cycle, dkim, ingest, render, select, smtp
 
 # name, function, full-size arguments, quick arguments, (metric, target, "min"|"max"), what it means
 STAGES: list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any], tuple[str, float, str], str]] = [
-    ("ingest", ingest.measure, {"n_papers": 10_000}, {"n_papers": 300},
+    ("ingest", ingest.measure, {"n_papers": 10_000}, {"n_papers": 300, "rounds": 1},
      ("papers_per_s", 10_000, "min"), "P4: parse + identity + store, papers/s (ref: bare SQLite inserts)"),
     ("select", select.measure, {"n_subscribers": 100_000, "n_papers": 1_000},
      {"n_subscribers": 300, "n_papers": 100, "naive_sample": 20},
      ("select_seconds", 2.0, "max"), "P3: 100k subscribers x 1k papers, seconds (ref: per-subscriber regex scan)"),
-    ("render", render.measure, {"n": 2000}, {"n": 30, "naive_sample": 5},
+    ("render", render.measure, {"n": 2000}, {"n": 30, "naive_sample": 5, "rounds": 1},
      ("emails_per_s", 1_500, "min"), "P2: render + MIME, emails/s on one core (ref: MJML per email + EmailMessage)"),
     ("build", build.measure, {"subscribers": 10_000, "papers": 1_000}, {"subscribers": 30, "papers": 100, "rounds": 1},
      ("us_per_edition", 700, "max"),
