@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
+import statistics
 import time
 from typing import Any
 
@@ -92,7 +93,7 @@ def measure(n_subscribers: int = 100_000, n_papers: int = 1_000, naive_sample: i
     naive_s = (time.perf_counter() - naive_start) / naive_sample * n_subscribers
     return {"subscribers": n_subscribers, "papers": n_papers, "index_seconds": index_s,
             "select_seconds": select_s, "select_cpu_seconds": select_cpu_s, "picked": picked, "rounds": rounds,
-            "median_select_seconds": sorted(r[0] for r in runs)[len(runs) // 2],
+            "median_select_seconds": statistics.median_high(r[0] for r in runs),
             "explain_ms_per_subscriber": explain_per_sub * 1000,
             "naive_seconds_extrapolated": naive_s, "naive_sample": naive_sample,
             "speedup_vs_naive": naive_s / select_s}

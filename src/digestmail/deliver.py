@@ -205,16 +205,17 @@ class Deliverer:
                      stop: threading.Event | None) -> Iterator[Job]:
         """One new edition per subscriber (under `key_of(sub)`, by default made from the subscriber and
         `now`), unless that edition exists already; the jobs to send them, in order."""
+        stopping = stop.is_set if stop is not None else lambda: False
         pending = iter(subscribers)
         while batch := list(itertools.islice(pending, BATCH)):
-            jobs = [] if stop is not None and stop.is_set() else self._new_batch(batch, key_of)
+            jobs = [] if stopping() else self._new_batch(batch, key_of)
             for i, job in enumerate(jobs):
-                if stop is not None and stop.is_set():
+                if stopping():
                     # Queued but not begun: taken back, so the next run starts these afresh.
                     self.store.withdraw([j.oid for j in jobs[i:]])
                     break
                 yield job
-            if stop is not None and stop.is_set():
+            if stopping():
                 log.info("stopping: the remaining subscribers wait for the next run")
                 return
 

@@ -209,8 +209,7 @@ class Selector:
 
     def rank(self, sub: Subscriber, mask: int, k: int) -> list[tuple[Paper, int]]:
         """The k best papers of mask for this subscriber, best first, with their relevance."""
-        last = self._last  # candidates() has just planned this subscriber: skip the call
-        planes = (last[1] if last is not None and last[0] is sub else self.plan(sub)).planes
+        planes = self.plan(sub).planes
         out: list[tuple[Paper, int]] = []
         if mask.bit_count() <= k:
             _order(self.index.papers, planes, len(planes) - 1, mask, 0, out)

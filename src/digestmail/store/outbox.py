@@ -51,9 +51,6 @@ class OutboxMixin:
     db: sqlite3.Connection
     transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
-    def has_edition(self, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM outbox WHERE edition_key = ?", (key,)).fetchone() is not None
-
     def existing_editions(self, keys: Sequence[str]) -> set[str]:
         """Which of these edition keys are in the outbox already (one query for a batch of subscribers)."""
         return {k for (k,) in self.db.execute(
@@ -110,11 +107,10 @@ class OutboxMixin:
         """Take back editions queued as `sending` but never handed over (the run is stopping): as if
         they had not been queued, so the next run chooses those subscribers' papers afresh."""
         if oids:
+            taken = f"SELECT id FROM outbox WHERE state = 'sending' AND id IN ({','.join('?' * len(oids))})"
             with self.transaction() as db:
-                gone = [(oid,) for (oid,) in db.execute(
-                    f"SELECT id FROM outbox WHERE state = 'sending' AND id IN ({','.join('?' * len(oids))})", oids)]
-                db.executemany("DELETE FROM outbox_papers WHERE outbox_id = ?", gone)
-                db.executemany("DELETE FROM outbox WHERE id = ?", gone)
+                db.execute(f"DELETE FROM outbox_papers WHERE outbox_id IN ({taken})", oids)
+                db.execute(f"DELETE FROM outbox WHERE id IN ({taken})", oids)
 
     def mark_deferred(self, oid: int, now: dt.datetime, until: dt.datetime, error: str) -> None:
         with self.transaction() as db:
