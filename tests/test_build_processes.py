@@ -19,7 +19,7 @@ from digestmail.compose import Composer, Recipe
 from digestmail.config import RenderSettings, load_config
 from digestmail.editions import Builder
 from digestmail.errors import DigestmailError
-from digestmail.models import Edition, Match, Paper, Pick, Subscriber
+from digestmail.models import Edition, Match, Paper, Pick, Piece, Subscriber
 
 from .conftest import write_config
 
@@ -150,6 +150,29 @@ def test_papers_shared_by_editions_cross_once_per_process_and_build_the_same_byt
         assert all(process.frames.known[pid] is papers[pid] for pid in process.frames.known)
 
 
+def test_matches_made_from_pieces_cross_unmerged_and_build_the_same_bytes(held):
+    # As selection makes them: one piece per topic, shared by every subscriber with that topic.
+    adam = Piece(("adam",), ((0, 0, 0, "adam"),), (("title", 0, 4, "adam"),), "Adam")
+    noisy = Piece(("noisy labels",), ((0, 19, 0, "noisy labels"),), (("title", 19, 31, "noisy labels"),), "Noisy Labels")
+    papers = [paper(i) for i in range(5)]
+    editions = []
+    for i in range(12):
+        topics = ("optimizers", "robust") if i % 3 else ("optimizers",)
+        parts = (adam, noisy) if i % 3 else (adam,)
+        sub = Subscriber(email=f"r{i}@example.org", name=f"Reader {i}", topics=topics)
+        picks = tuple(Pick(p, Match.of(topics, parts)) for p in papers[i % 5:] + papers[:i % 5])
+        editions.append(Edition(sub, i, picks, NOW, key=f"20261123080000.{i:016x}"))
+    frames = buildpool._Frames()
+    for ed in editions:
+        there = buildpool._edition(pickle.loads(buildpool._receive(frames.frame(ed))))
+        assert there == ed
+        assert all(pick.match._merged is None for pick in there.picks)  # merged only where rendered
+    assert editions[1].picks[0].match.reason == "topic optimizers: Adam · topic robust: Noisy Labels"
+    got, _ = built_there(editions)
+    composer = Composer(RECIPE)
+    assert got == [composer.build(ed)[1] for ed in editions]
+
+
 @pytest.fixture
 def held(monkeypatch):
     """A build process's papers, for frames taken in by this process."""
@@ -175,7 +198,7 @@ def test_a_paper_is_sent_again_when_it_changed_under_its_id_and_not_for_an_equal
     for ed in editions:
         frame = frames.frame(ed)
         sent.append(sent_in(frame))
-        there = pickle.loads(buildpool._receive(frame))
+        there = buildpool._edition(pickle.loads(buildpool._receive(frame)))
         assert there == ed  # field by field: the changed title and upvotes too
         assert all(pick.paper is held[pick.paper.id] for pick in there.picks)
     assert sent == [[3, 4], [], [3], []]
@@ -187,7 +210,7 @@ def test_two_papers_with_one_id_in_one_edition_both_arrive_as_they_are(held):
     editions = [edition(1, papers=(one, other)), edition(2, papers=(other, one)), edition(3, papers=(one, one))]
     frames = buildpool._Frames()
     for ed in editions:
-        assert pickle.loads(buildpool._receive(frames.frame(ed))) == ed
+        assert buildpool._edition(pickle.loads(buildpool._receive(frames.frame(ed)))) == ed
     got, _ = built_there(editions)
     composer = Composer(RECIPE)
     assert got == [composer.build(ed)[1] for ed in editions]
@@ -202,7 +225,7 @@ def test_past_the_cap_both_sides_forget_every_paper_and_start_over(held, monkeyp
     for ed in editions:
         frame = frames.frame(ed)
         forgot += buildpool._PAPERS.unpack_from(frame)[0] & buildpool._FORGET
-        assert pickle.loads(buildpool._receive(frame)) == ed
+        assert buildpool._edition(pickle.loads(buildpool._receive(frame))) == ed
         assert len(held) <= 4 + 2 and held.keys() == frames.known.keys()
     assert forgot >= 5
     got, _ = built_there(editions)  # and through a real build process
@@ -249,10 +272,10 @@ def test_an_edition_that_cannot_be_pickled_changes_nothing_the_next_frames_rely_
     a, b, c = paper(1), paper(2), paper(3)
     frames = buildpool._Frames()
     first = edition(1, papers=(a, b))
-    assert pickle.loads(buildpool._receive(frames.frame(first))) == first
+    assert buildpool._edition(pickle.loads(buildpool._receive(frames.frame(first)))) == first
     with pytest.raises(AttributeError, match="pickle"):
         frames.frame(replace(edition(2, papers=(c,)), key=lambda: "no"))  # two known: the cap says forget
     after = edition(3, papers=(a,))
     frame = frames.frame(after)
     assert buildpool._PAPERS.unpack_from(frame)[0] & buildpool._FORGET and sent_in(frame) == [1]
-    assert pickle.loads(buildpool._receive(frame)) == after and set(held) == {1}
+    assert buildpool._edition(pickle.loads(buildpool._receive(frame))) == after and set(held) == {1}

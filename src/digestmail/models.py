@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -78,17 +79,110 @@ class Subscriber:
     where: str = ""  # the config key or CSV line it came from, for error messages
 
 
-@dataclass(frozen=True)
+class Piece(NamedTuple):
+    """What one rule hits in one paper: its distinct terms in the order an email shows them (fields
+    title, authors, abstract, then offsets; ties in Rule.find's order), where each first occurs
+    (field rank, start, rank among the hits), the hits (field, start, end, term) sorted, and the words
+    as the paper writes them for the reason line ("Adam, learning rate")."""
+
+    terms: tuple[str, ...]
+    firsts: tuple[tuple[int, int, int, str], ...]
+    spans: tuple[tuple[str, int, int, str], ...]
+    shown: str
+
+
 class Match:
     """Why one paper was picked: the topics (or "query") that matched and the words they hit.
 
-    `spans` are (field, start, end, term) with character offsets into the paper's title or abstract.
+    `spans` are (field, start, end, term) with character offsets into the paper's title or abstract;
+    `reason` is one line for people: "topic optimizers: Adam, optimizer · your query: learning rate".
+
+    Selection makes a Match from what each matching rule hits (`Match.of(topics, pieces)`, one Piece
+    per topic); `terms`, `spans` and `reason` are merged from those when first read. Selection only
+    chooses, and the merging is most of what explaining costs: done lazily, it happens where the
+    email is rendered (a build process, in a large run), and a Match crosses to that process as its
+    topics and pieces, which many subscribers share. Immutable, and equal to any Match with the
+    same topics, terms, spans and reason, however it was made.
     """
 
+    __slots__ = ("topics", "_pieces", "_merged")
+
     topics: tuple[str, ...]
-    terms: tuple[str, ...]
-    spans: tuple[tuple[str, int, int, str], ...] = ()
-    reason: str = ""  # one line for people: "topic optimizers: Adam, optimizer · your query: learning rate"
+    _pieces: tuple[Piece, ...] | None
+    _merged: tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...], str] | None
+
+    def __init__(self, topics: tuple[str, ...], terms: tuple[str, ...],
+                 spans: tuple[tuple[str, int, int, str], ...] = (), reason: str = "") -> None:
+        object.__setattr__(self, "topics", topics)
+        object.__setattr__(self, "_pieces", None)
+        object.__setattr__(self, "_merged", (terms, spans, reason))
+
+    @classmethod
+    def of(cls, topics: tuple[str, ...], pieces: tuple[Piece, ...]) -> Match:
+        """The match of these topics, each with what its rule hits in the paper (in the same order;
+        a piece may also be a plain tuple of a Piece's four values)."""
+        match = cls.__new__(cls)
+        object.__setattr__(match, "topics", topics)
+        object.__setattr__(match, "_pieces", pieces)
+        object.__setattr__(match, "_merged", None)
+        return match
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Match is immutable ({name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Match is immutable ({name})")
+
+    def _merge(self) -> tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...], str]:
+        pieces = self._pieces
+        assert pieces is not None
+        # By position, not name: a build process gets the pieces as plain tuples (buildpool.py).
+        reasons = [(("your query" if name == "query" else f"topic {name}") + (f": {piece[3]}" if piece[3] else ""))
+                   for name, piece in zip(self.topics, pieces)]
+        if len(pieces) == 1:
+            terms, spans = pieces[0][0], pieces[0][2]
+        else:  # each term where it first occurs in any source: the text order, then the sources' order
+            firsts = sorted((at, start, n, k, term) for n, piece in enumerate(pieces)
+                            for at, start, k, term in piece[1])
+            terms = tuple(dict.fromkeys(term for *_, term in firsts))
+            spans = tuple(sorted({span for piece in pieces for span in piece[2]}))
+        merged = (terms, spans, " · ".join(reasons))
+        object.__setattr__(self, "_merged", merged)
+        return merged
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return (self._merged or self._merge())[0]
+
+    @property
+    def spans(self) -> tuple[tuple[str, int, int, str], ...]:
+        return (self._merged or self._merge())[1]
+
+    @property
+    def reason(self) -> str:
+        return (self._merged or self._merge())[2]
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.topics, *(self._merged or self._merge()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Match):
+            return NotImplemented
+        if self._pieces is not None and self._pieces == other._pieces:
+            return self.topics == other.topics
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"Match(topics={self.topics!r}, terms={self.terms!r}, spans={self.spans!r}, reason={self.reason!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # As it was made: unmerged, a Match pickles as its topics and (shared) pieces.
+        if self._pieces is not None:
+            return Match.of, (self.topics, self._pieces)
+        return Match, self._values()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from . import rules
 from .index import Key, Leaf, PaperIndex
-from .models import Edition, Match, Paper, Pick, Subscriber
+from .models import Edition, Match, Paper, Pick, Piece, Subscriber
 
 TITLE, AUTHOR, ABSTRACT = 3, 2, 1
 PLAN_CACHE = 256  # rebuilt cheaply from the rules' Units; kept longer, they cost the GC more than they save
@@ -224,30 +224,19 @@ class Selector:
         return sum((plane >> i & 1) << p for p, plane in enumerate(planes)), self.index.standing[i]
 
     def explain(self, sub: Subscriber, paper: Paper) -> Match:
-        """Which topics brought this paper, the words they hit (with offsets), and a one-line reason."""
+        """Which topics brought this paper and what each hits in it (the words, their offsets and the
+        one-line reason are merged from those where they are read: see Match)."""
         plan = self.plan(sub)
         i = self.index.position[paper.id]
         bit = 1 << i
         topics: list[str] = []
         pieces: list[Piece] = []
-        reasons: list[str] = []
         for name, unit in zip(plan.names, plan.units):
-            if not unit.mask & bit:
-                continue
-            # An own query is seldom anybody else's: kept, its pieces would only push out topics'.
-            piece = self.piece(unit, paper, i) if name != "query" else _piece(self.index, unit, paper, i)
-            topics.append(name)
-            pieces.append(piece)
-            label = "your query" if name == "query" else f"topic {name}"
-            reasons.append(f"{label}: {piece.shown}" if piece.shown else label)
-        if len(pieces) == 1:
-            terms, spans = pieces[0].terms, pieces[0].spans
-        else:  # each term where it first occurs in any source: the text order, then the sources' order
-            firsts = sorted((at, start, n, k, term) for n, piece in enumerate(pieces)
-                            for at, start, k, term in piece.firsts)
-            terms = tuple(dict.fromkeys(term for *_, term in firsts))
-            spans = tuple(sorted({span for piece in pieces for span in piece.spans}))
-        return Match(topics=tuple(topics), terms=terms, spans=spans, reason=" · ".join(reasons))
+            if unit.mask & bit:
+                topics.append(name)
+                # An own query is seldom anybody else's: kept, its pieces would only push out topics'.
+                pieces.append(self.piece(unit, paper, i) if name != "query" else _piece(self.index, unit, paper, i))
+        return Match.of(tuple(topics), tuple(pieces))
 
     def piece(self, unit: Unit, paper: Paper, i: int) -> Piece:
         """What one rule that matches paper i hits in it (cached, least recently used out: many
@@ -374,18 +363,6 @@ def _select(papers: list[Paper], planes: Planes, p: int, tied: int, k: int, rele
 
 
 # -- explanations --------------------------------------------------------------------------------------
-
-class Piece(NamedTuple):
-    """What one rule hits in one paper: its distinct terms in the order an email shows them (fields
-    title, authors, abstract, then offsets; ties in Rule.find's order), where each first occurs
-    (field rank, start, rank among the hits), the hits (field, start, end, term) sorted, and the words
-    as the paper writes them for the reason line ("Adam, learning rate")."""
-
-    terms: tuple[str, ...]
-    firsts: tuple[tuple[int, int, int, str], ...]
-    spans: tuple[tuple[str, int, int, str], ...]
-    shown: str
-
 
 def _piece(index: PaperIndex, unit: Unit, paper: Paper, i: int) -> Piece:
     bit = 1 << i
