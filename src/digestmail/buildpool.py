@@ -22,8 +22,8 @@ length-prefixed (">I"); the first is the pickled Recipe, each later one is
 
 The papers are those the process does not hold yet (or holds in another version: see
 `_Frames`); it keeps them by id, replacing any older one, before it reads the edition, which names
-its papers by id. Flag `_FORGET`: drop every paper held first. A frame whose
-edition part is empty only brings papers (its edition was cancelled) and gets no answer.
+its papers by id. Flag `_FORGET`: drop every paper held first. A frame whose edition part is
+empty only brings papers and gets no answer.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import queue
 import signal
 import struct
 import subprocess
@@ -186,26 +185,24 @@ def serve() -> None:
 
 
 class _Process:
-    """One build process: a thread writes editions to it, another reads the results back in order."""
+    """One build process: `submit` writes editions to it, a thread reads the results back in order."""
 
     def __init__(self, recipe: Recipe) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, *sys.path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.todo: queue.SimpleQueue[tuple[Future[bytes] | None, bytes] | None] = queue.SimpleQueue()
         self.running: collections.deque[Future[bytes]] = collections.deque()  # written, result not read yet
         self.lock = threading.Lock()  # `broken` and what is running change together
         self.broken: str | None = None
-        # Each counter has one writer thread, so no lock: submitted - answered - dropped is the load.
+        # Each counter has one writer (`submit` under `encoding`, or the reader): submitted - answered -
+        # dropped is the load.
         self.submitted = self.answered = self.dropped = 0
-        # A frame relies on the papers of the frames before it, so frames are queued in the order they
+        # A frame relies on the papers of the frames before it, so frames are written in the order they
         # were encoded: `encoding` makes the two one step even if editions come from several threads.
         self.encoding = threading.Lock()
         self.frames = _Frames()
-        self.todo.put((None, pickle.dumps(recipe, pickle.HIGHEST_PROTOCOL)))
-        self.writer = threading.Thread(target=self._write, name="build-writer", daemon=True)
         self.reader = threading.Thread(target=self._read, name="build-reader", daemon=True)
-        self.writer.start()
         self.reader.start()
+        self._write(pickle.dumps(recipe, pickle.HIGHEST_PROTOCOL))
 
     @property
     def load(self) -> int:
@@ -213,44 +210,31 @@ class _Process:
 
     def submit(self, edition: Edition) -> Future[bytes]:
         future: Future[bytes] = Future()
+        future.set_running_or_notify_cancel()  # running at once: the reader may always set its result
         with self.encoding:
             frame = self.frames.frame(edition)
             self.submitted += 1
-            self.todo.put((future, frame))
+            with self.lock:
+                broken = self.broken
+                if broken is None:
+                    self.running.append(future)
+            if broken is not None:
+                self.dropped += 1
+                future.set_exception(BuildProcessError(broken))
+                return future
+            self._write(frame)
         return future
 
-    def _write(self) -> None:
+    def _write(self, frame: bytes) -> None:
+        """Written here, not by a thread of its own: waking one for every edition cost the sending
+        thread more than the write (the reader always drains the results, so this never waits on a
+        build process that waits on us)."""
         stdin = self.proc.stdin
         assert stdin is not None
-        while (item := self.todo.get()) is not None:
-            future, frame = item
-            if future is not None:
-                # Once running it cannot be cancelled, so the reader may always set its result.
-                if not future.set_running_or_notify_cancel():
-                    self.dropped += 1
-                    # The frames after it may rely on the papers it brings: those still go.
-                    flags, n = _PAPERS.unpack_from(frame)
-                    if not (flags or n):
-                        continue
-                    frame = frame[:_PAPERS.size + n]
-                else:
-                    with self.lock:
-                        broken = self.broken
-                        if broken is None:
-                            self.running.append(future)
-                    if broken is not None:
-                        self.dropped += 1
-                        future.set_exception(BuildProcessError(broken))
-                        continue
-            try:
-                stdin.write(_LENGTH.pack(len(frame)))
-                stdin.write(frame)
-                stdin.flush()
-            except OSError:  # it died: the reader fails what is running, this loop the rest
-                pass
         try:
-            stdin.close()
-        except OSError:
+            stdin.write(_LENGTH.pack(len(frame)) + frame)
+            stdin.flush()
+        except (OSError, ValueError):  # it died (or was closed): the reader fails what is running
             pass
 
     def _read(self) -> None:
@@ -282,8 +266,12 @@ class _Process:
 
     def close(self) -> None:
         """Let it finish what it was given, then end: its stdin closes, and it exits."""
-        self.todo.put(None)
-        self.writer.join()
+        with self.encoding:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except OSError:
+                pass
         self.reader.join()
         assert self.proc.stdout is not None
         self.proc.stdout.close()
