@@ -330,3 +330,79 @@ def test_a_store_from_before_hashed_title_keys_upgrades_and_finds_the_same_paper
         ), NOW)
         assert (r.new_papers, r.known_papers) == (2, 4)
         assert store.counts()["papers"] == len(OLD_PAPERS) + 2
+
+
+def ledger(store: Store) -> list[tuple]:
+    return store.db.execute("SELECT subscriber_id, paper_id, message_id, sent_at FROM deliveries "
+                            "ORDER BY subscriber_id, paper_id").fetchall()
+
+
+def test_marking_sent_records_exactly_the_editions_papers_once(tmp_path):
+    later, latest = NOW + dt.timedelta(hours=1), NOW + dt.timedelta(hours=2)
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B", "C", "D"), NOW)
+        store.sync_subscribers([Subscriber("a@example.org"), Subscriber("b@example.org")], NOW)
+        (sa, _), (sb, _) = store.active_subscribers()
+        a, b, c, d = [p.id for p in unsent(store, sa)]
+        e1, e2, e3 = store.queue_editions([Queued("e1", sa, "m1@x.org", NOW, (a, b)),
+                                           Queued("e2", sb, "m2@x.org", NOW, (c,)),
+                                           Queued("e3", sa, "m3@x.org", NOW, (b, d))], sending=True)
+        # Every state but sent leaves the ledger alone.
+        store.mark_deferred(e1, NOW, later, "451 later")
+        store.mark_failed(e2, NOW, "550 no")
+        store.recover_sending(NOW)
+        store.mark_sending(e1, later)
+        assert ledger(store) == []
+        store.mark_sent(e1, later)
+        assert ledger(store) == [(sa, a, "m1@x.org", later.isoformat()), (sa, b, "m1@x.org", later.isoformat())]
+        store.mark_sent(e1, latest)  # again (a re-run): nothing added, nothing moved
+        assert len(ledger(store)) == 2 and store.sent_since(later) == 1 and store.sent_since(latest) == 1
+        store.mark_sent(e2, latest)  # failed, then sent after all
+        store.mark_sent(e3, latest)  # b went out in m1 already: the ledger keeps that message
+        assert ledger(store) == [(sa, a, "m1@x.org", later.isoformat()), (sa, b, "m1@x.org", later.isoformat()),
+                                 (sa, d, "m3@x.org", latest.isoformat()), (sb, c, "m2@x.org", latest.isoformat())]
+        assert store.outbox_counts()["sent"] == 3
+        assert store.counts()["messages_sent"] == 3
+        assert store.taken_papers(sa) == {a, b, d} and store.taken_papers(sb) == {c}
+
+
+def test_an_edition_is_marked_sent_with_its_ledger_rows_or_not_at_all(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B"), NOW)
+        store.sync_subscribers([Subscriber("a@example.org")], NOW)
+        ((sid, _),) = store.active_subscribers()
+        ids = tuple(p.id for p in unsent(store, sid))
+        (oid,) = store.queue_editions([Queued("e1", sid, "m1@x.org", NOW, ids)], sending=True)
+        # The ledger refuses its second row, as a full disk or a crash halfway would stop it.
+        store.db.execute(f"CREATE TEMP TRIGGER refuse BEFORE INSERT ON main.deliveries WHEN new.paper_id = {ids[1]} "
+                         "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        with pytest.raises(sqlite3.IntegrityError):
+            store.mark_sent(oid, NOW)
+        assert ledger(store) == [] and store.outbox_counts()["sending"] == 1
+        store.db.execute("DROP TRIGGER temp.refuse")
+        store.mark_sent(oid, NOW)
+        assert [r[1] for r in ledger(store)] == sorted(ids) and store.outbox_counts()["sent"] == 1
+
+
+def test_a_store_from_before_the_ledger_trigger_keeps_its_rows_and_records_the_rest(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = _store_before(path, "0015_drop_outbox_papers_paper_index")
+    db.execute("INSERT INTO papers (id, key, title, abstract, first_seen) VALUES (1, 'title:a', 'A', 'x', ?), "
+               "(2, 'title:b', 'B', 'x', ?)", (NOW.isoformat(), NOW.isoformat()))
+    db.execute("INSERT INTO subscribers (id, email, name, topics, query, max_papers, joined_at) "
+               "VALUES (1, 'a@example.org', '', '[]', '', 5, ?)", (NOW.isoformat(),))
+    # Sent by the old mark_sent (with its ledger row), and one still on its way when the old version stopped.
+    db.execute("INSERT INTO outbox (id, edition_key, subscriber_id, message_id, created_at, state, attempts, "
+               "updated_at) VALUES (1, 'e1', 1, 'm1@x.org', ?, 'sent', 1, ?), (2, 'e2', 1, 'm2@x.org', ?, "
+               "'deferred', 1, ?)", (NOW.isoformat(),) * 4)
+    db.execute("INSERT INTO outbox_papers VALUES (1, 1, 0), (2, 2, 0)")
+    db.execute("INSERT INTO deliveries VALUES (1, 1, 'm1@x.org', ?)", (NOW.isoformat(),))
+    db.close()
+
+    with Store(path) as store:
+        assert ledger(store) == [(1, 1, "m1@x.org", NOW.isoformat())]
+        assert store.outbox_counts() == {"queued": 0, "sending": 0, "sent": 1, "deferred": 1, "failed": 0}
+        store.mark_sending(2, NOW)
+        store.mark_sent(2, NOW)
+        store.mark_sent(1, NOW)  # sent before the upgrade: its row is not written twice
+        assert ledger(store) == [(1, 1, "m1@x.org", NOW.isoformat()), (1, 2, "m2@x.org", NOW.isoformat())]

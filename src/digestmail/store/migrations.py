@@ -215,3 +215,16 @@ migration(("0014_hashed_title_keys", _hashed_title_keys))
 migration(("0015_drop_outbox_papers_paper_index", """
 DROP INDEX outbox_papers_paper;
 """))
+
+
+# An edition's papers enter the ledger in the statement that marks it sent, whoever marks it: one
+# UPDATE, its own transaction, where mark_sent paid for four statements per message (BEGIN, UPDATE,
+# INSERT … SELECT, COMMIT). Only a change to 'sent' writes them, so marking a sent edition again adds nothing.
+# (`; END` shares a line: Store splits a SQL step at each ';' that ends a line.)
+migration(("0016_ledger_by_trigger", """
+CREATE TRIGGER outbox_sent_ledger AFTER UPDATE OF state ON outbox
+WHEN new.state = 'sent' AND old.state <> 'sent'
+BEGIN
+    INSERT OR IGNORE INTO deliveries (subscriber_id, paper_id, message_id, sent_at)
+    SELECT new.subscriber_id, paper_id, new.message_id, new.updated_at FROM outbox_papers WHERE outbox_id = new.id; END
+"""))

@@ -70,6 +70,7 @@ class OutboxMixin:
         sent at the next start like any interrupted one: late, never lost or doubled."""
         state, attempts = ("sending", 1) if sending else ("queued", 0)
         oids: list[int | None] = []
+        papers: list[tuple[int, int, int]] = []
         with self.transaction() as db:
             for e in editions:
                 cur = db.execute(
@@ -80,9 +81,10 @@ class OutboxMixin:
                     oids.append(None)
                     continue
                 oid = cur.lastrowid
-                db.executemany("INSERT INTO outbox_papers VALUES (?, ?, ?)",
-                               [(oid, p, i) for i, p in enumerate(e.paper_ids)])
+                assert oid is not None
+                papers += [(oid, p, i) for i, p in enumerate(e.paper_ids)]
                 oids.append(oid)
+            db.executemany("INSERT INTO outbox_papers VALUES (?, ?, ?)", papers)  # one call for the batch
         return oids
 
     def _set(self, db: sqlite3.Connection, oid: int, state: str, now: dt.datetime, **extra: object) -> None:
@@ -96,12 +98,10 @@ class OutboxMixin:
             db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (oid,))
 
     def mark_sent(self, oid: int, now: dt.datetime) -> None:
-        """The server said 250: the edition is sent and its papers enter the ledger, together."""
-        with self.transaction() as db:
-            self._set(db, oid, "sent", now, next_attempt=None, last_error=None)
-            db.execute("INSERT OR IGNORE INTO deliveries SELECT o.subscriber_id, op.paper_id, o.message_id, ? "
-                       "FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id WHERE o.id = ?",
-                       (_iso(now), oid))
+        """The server said 250: the edition is sent and its papers enter the ledger, together (the
+        trigger outbox_sent_ledger writes them, within this one statement's own transaction)."""
+        self.db.execute("UPDATE outbox SET state = 'sent', updated_at = ?, next_attempt = NULL, last_error = NULL "
+                        "WHERE id = ?", (_iso(now), oid))
 
     def withdraw(self, oids: Sequence[int]) -> None:
         """Take back editions queued as `sending` but never handed over (the run is stopping): as if
