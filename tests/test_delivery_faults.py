@@ -217,6 +217,24 @@ def test_a_server_that_stops_answering_times_out_and_is_retried_later(tmp_path):
         assert len(server.delivered_to(slow)) == 1 and len(server.delivered_to("good1@example.org")) == 1
 
 
+def test_silence_after_the_message_times_out_only_that_connection(tmp_path):
+    """Silence after the whole message arrived (DATA, longer than `timeout = 1`) on one of the pool's
+    connections: only that message is deferred, as timed out; the others are sent meanwhile, and
+    the next run delivers it."""
+    slow = "slowdata@example.org"
+    others = [f"good{i}@example.org" for i in range(1, 6)]
+    with SmtpServer(faults=[Fault.hang(slow, "DATA")]) as server:
+        cfg = write_config(tmp_path, server.port, [slow, *others], timeout=1)
+        code, first, stderr = run_json(cfg, now=iso(NOW))
+        assert code == 1, stderr
+        assert sorted(s["email"] for s in first["sent"]) == others
+        (d,) = first["deferred"]
+        assert d["email"] == slow and "timed out" in d["error"].lower(), d
+        code, second, stderr = run_json(cfg, now=iso(NOW + dt.timedelta(minutes=10)))
+        assert code == 0, (second, stderr)
+        assert [s["email"] for s in second["sent"]] == [slow]
+
+
 def test_temporary_failure_gives_up_after_give_up_after_without_suppressing(tmp_path):
     """451 forever: deferred until give_up_after has passed since the edition was made, then failed
     (reported) — but not suppressed: a mailbox that is full today may work tomorrow."""

@@ -127,6 +127,9 @@ class SmtpTransport:
         self._runner = asyncio.Runner()
         self._clients: list[aiosmtplib.SMTP | None] = [None] * max(settings.max_connections, 1)
         self._last_used = [0.0] * len(self._clients)
+        # When the command each connection waits on was sent (0: none), and whether `_watch` gave up on it.
+        self._asked = [0.0] * len(self._clients)
+        self._timed_out = [False] * len(self._clients)
         self._next_slot = 0.0  # rate_per_second: the earliest monotonic time the next message may go
         self._sent_at: collections.deque[float] = collections.deque()  # max_per_hour: sends in the last hour
 
@@ -210,11 +213,18 @@ class SmtpTransport:
             # MAIL and RCPT by hand rather than sendmail(): it would scan the whole body once more
             # only to compute SIZE, which for our CRLF-only bodies is simply their length.
             size = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
-            await client.mail(envelope.sender, options=size)
+            # timeout=None: `_watch` times these out, one timer for the pool instead of one per command.
+            asked = self._asked
+            asked[slot] = time.monotonic()
+            await client.mail(envelope.sender, options=size, timeout=None)
             for recipient in envelope.recipients:
-                await client.rcpt(recipient)
+                asked[slot] = time.monotonic()
+                await client.rcpt(recipient, timeout=None)
+            asked[slot] = 0.0  # waiting for the DATA lock is not waiting for the server
             async with data_lock:
-                await client.data(_Ready(data) if item.ready else data)
+                asked[slot] = time.monotonic()
+                await client.data(_Ready(data) if item.ready else data, timeout=None)
+                asked[slot] = 0.0
                 self._last_used[slot] = time.monotonic()
                 done(item, None)
             return
@@ -235,8 +245,15 @@ class SmtpTransport:
             error = DeliveryError(f"the server answered {exc.code} {exc.message}", where=self._where, code=exc.code)
         except (aiosmtplib.SMTPException, OSError) as exc:  # dropped, timed out, TLS refused: retried later
             self._drop(slot)
-            error = DeliveryError(f"SMTP failed: {exc}", where=self._where,
-                                  hint="check [delivery.smtp] host, port, security and ca_file")
+            if self._timed_out[slot]:
+                error = DeliveryError(f"SMTP failed: timed out: no answer within {self.settings.timeout:g} s",
+                                      where=self._where, hint="the server is slow or stuck; raise [delivery.smtp] "
+                                                              "timeout if it is only slow")
+            else:
+                error = DeliveryError(f"SMTP failed: {exc}", where=self._where,
+                                      hint="check [delivery.smtp] host, port, security and ca_file")
+        self._asked[slot] = 0.0
+        self._timed_out[slot] = False
         if reserved is not None:
             self._sent_at.remove(reserved)  # only what the server took counts towards max_per_hour
         await self._reset(slot)
@@ -262,6 +279,21 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError):
             self._drop(slot)
 
+    async def _watch(self) -> None:
+        """Hang up on a connection whose server has not answered its command within `timeout` (checked
+        every quarter of it, at most every second): its message then fails like any dropped one
+        (deferred, never resent at once)."""
+        timeout = self.settings.timeout
+        while True:
+            await asyncio.sleep(min(max(timeout / 4, 0.05), 1.0))
+            now = time.monotonic()
+            for slot, asked in enumerate(self._asked):
+                if asked and now - asked > timeout and not self._timed_out[slot]:
+                    self._timed_out[slot] = True
+                    client = self._clients[slot]
+                    if client is not None:
+                        client.close()  # the command's wait ends in SMTPServerDisconnected
+
     async def _send_many(self, items: Iterator[Outgoing], done: Done) -> None:
         data_lock = asyncio.Lock()
 
@@ -277,12 +309,13 @@ class SmtpTransport:
                 await self._send(slot, item, data, data_lock, done)
 
         tasks = [asyncio.ensure_future(connection(slot)) for slot in range(len(self._clients))]
+        watch = asyncio.ensure_future(self._watch())
         try:
             await asyncio.gather(*tasks)
         finally:  # one failed (the caller's iterator or `done` raised): stop the others here, not later
-            for task in tasks:
+            for task in (*tasks, watch):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, watch, return_exceptions=True)
 
     def send_many(self, items: Iterable[Outgoing], done: Done) -> None:
         self._runner.run(self._send_many(iter(items), done))
