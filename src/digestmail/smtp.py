@@ -302,7 +302,11 @@ class SmtpTransport:
             # between two awaits, so the connections never step on each other.
             for item in items:
                 try:
-                    data = item.data if isinstance(item.data, bytes) else await asyncio.wrap_future(item.data)
+                    data = item.data
+                    if not isinstance(data, bytes):
+                        # Mostly built already (the editions are chosen ahead): then taken as it is, as
+                        # wrap_future would hand it over through the loop's self-pipe and one more turn.
+                        data = data.result() if data.done() else await asyncio.wrap_future(data)
                 except DigestmailError as exc:  # the message could not be built: nothing to send
                     done(item, exc)
                     continue
