@@ -29,6 +29,7 @@ empty only brings papers and gets no answer.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import pickle
 import signal
@@ -40,6 +41,7 @@ import traceback
 from concurrent.futures import Future
 from typing import Any, BinaryIO
 
+from . import collect
 from .compose import Composer, Recipe
 from .errors import DigestmailError
 from .models import Edition, Match, Paper, Pick, Subscriber
@@ -164,6 +166,8 @@ def serve() -> None:
             break
         if composer is None:
             composer = Composer(pickle.loads(frame))  # the first frame is the Recipe
+            gc.freeze()  # what a build is made of from here on is freed by reference counts: see collect.py
+            gc.set_threshold(*collect.THRESHOLDS)
             continue
         # Outside the try: a frame without an edition must get no answer (it would be taken for the
         # next edition's), so a failure here ends the process instead.

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from . import collect
 from .buildpool import MIN_EDITIONS, BuildPool, processes_for
 from .config import Config, Retry
 from .editions import Builder
@@ -274,21 +275,22 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
     """
     builder = Builder.for_store(config, store, now)
     deliverer = Deliverer(store, config, builder, transport, now)
-    try:
-        _count_last_hour(store, transport, now)
-        if recover:
-            deliverer.report.recovered = store.recover_sending(now)
-            if deliverer.report.recovered:
-                log.warning("%d editions were interrupted while sending; sending them again",
-                            deliverer.report.recovered)
-            deliverer.deliver(deliverer.retries())  # all of them first: a failed retry skips that subscriber below
-        if subscribers is None:
-            subscribers = store.active_subscribers()
-            if progress is not None:
-                subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
-        deliverer.deliver(deliverer.new_editions(subscribers, key_of, stop))
-    finally:
-        deliverer.close()
+    with collect.seldom():
+        try:
+            _count_last_hour(store, transport, now)
+            if recover:
+                deliverer.report.recovered = store.recover_sending(now)
+                if deliverer.report.recovered:
+                    log.warning("%d editions were interrupted while sending; sending them again",
+                                deliverer.report.recovered)
+                deliverer.deliver(deliverer.retries())  # all of them first: a failed retry skips that subscriber below
+            if subscribers is None:
+                subscribers = store.active_subscribers()
+                if progress is not None:
+                    subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
+            deliverer.deliver(deliverer.new_editions(subscribers, key_of, stop))
+        finally:
+            deliverer.close()
     return deliverer.report
 
 
