@@ -391,18 +391,43 @@ def test_a_store_from_before_the_ledger_trigger_keeps_its_rows_and_records_the_r
                "(2, 'title:b', 'B', 'x', ?)", (NOW.isoformat(), NOW.isoformat()))
     db.execute("INSERT INTO subscribers (id, email, name, topics, query, max_papers, joined_at) "
                "VALUES (1, 'a@example.org', '', '[]', '', 5, ?)", (NOW.isoformat(),))
-    # Sent by the old mark_sent (with its ledger row), and one still on its way when the old version stopped.
-    db.execute("INSERT INTO outbox (id, edition_key, subscriber_id, message_id, created_at, state, attempts, "
-               "updated_at) VALUES (1, 'e1', 1, 'm1@x.org', ?, 'sent', 1, ?), (2, 'e2', 1, 'm2@x.org', ?, "
-               "'deferred', 1, ?)", (NOW.isoformat(),) * 4)
-    db.execute("INSERT INTO outbox_papers VALUES (1, 1, 0), (2, 2, 0)")
+    # Sent by the old mark_sent (with its ledger row), and editions on their way when the old version stopped.
+    db.executemany("INSERT INTO outbox (id, edition_key, subscriber_id, message_id, created_at, state, attempts, "
+                   "next_attempt, updated_at) VALUES (?, ?, 1, ?, ?, ?, 1, ?, ?)",
+                   [(i, f"e{i}", f"m{i}@x.org", NOW.isoformat(), state, NOW.isoformat(), NOW.isoformat())
+                    for i, state in enumerate(("sent", "deferred", "sending", "queued", "failed"), start=1)])
+    db.executemany("INSERT INTO outbox_papers VALUES (?, ?, 0)", [(1, 1), (2, 2), (3, 1), (4, 2), (5, 1)])
     db.execute("INSERT INTO deliveries VALUES (1, 1, 'm1@x.org', ?)", (NOW.isoformat(),))
     db.close()
 
     with Store(path) as store:
         assert ledger(store) == [(1, 1, "m1@x.org", NOW.isoformat())]
-        assert store.outbox_counts() == {"queued": 0, "sending": 0, "sent": 1, "deferred": 1, "failed": 0}
+        assert store.outbox_counts() == {"queued": 1, "sending": 1, "sent": 1, "deferred": 1, "failed": 1}
+        assert store.taken_papers(1) == {1, 2} and store.sent_since(NOW) == 1
+        assert store.recover_sending(NOW) == 1
+        assert [r.id for r in store.due(NOW)] == [2, 3, 4]
+        assert store.failures()[0]["email"] == "a@example.org"
         store.mark_sending(2, NOW)
         store.mark_sent(2, NOW)
         store.mark_sent(1, NOW)  # sent before the upgrade: its row is not written twice
         assert ledger(store) == [(1, 1, "m1@x.org", NOW.isoformat()), (1, 2, "m2@x.org", NOW.isoformat())]
+        assert store.outbox_counts() == {"queued": 2, "sending": 0, "sent": 2, "deferred": 0, "failed": 1}
+
+
+def test_outbox_lookups_go_through_an_index(tmp_path):
+    """No outbox query reads every row: after a year the outbox holds millions of sent editions."""
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B"), NOW)
+        store.sync_subscribers([Subscriber("a@example.org")], NOW)
+        ((sid, _),) = store.active_subscribers()
+        (oid,) = store.queue_editions([Queued("e1", sid, "m1@x.org", NOW, (1, 2))], sending=True)
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        store.due(NOW), store.recover_sending(NOW), store.sent_since(NOW), store.outbox_counts()
+        store.failures(), store.taken_papers(sid), store.existing_editions(["e1"]), store.withdraw([oid])
+        store.db.set_trace_callback(None)
+        plans = {sql: [row[-1] for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+                 for sql in statements if "outbox" in sql and not sql.startswith(("BEGIN", "COMMIT"))}
+        assert len(plans) >= 9
+        scans = {sql: plan for sql, plan in plans.items() if any(p in ("SCAN outbox", "SCAN o") for p in plan)}
+        assert scans == {}

@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from .papers import _iso
 
 PENDING = ("queued", "sending", "deferred")
+# outbox_due's WHERE (migration 0017): SQLite uses a partial index only for a query that states it.
+_INDEXED = "state <> 'sending'"
+# Rows in `sending` are not in outbox_due: outbox_subscriber finds them, one short look per subscriber
+# (every outbox row has one: a foreign key), where a scan would read every edition ever sent.
+_SENDING = "state = 'sending' AND subscriber_id IN (SELECT id FROM subscribers)"
 
 
 @dataclass(frozen=True)
@@ -124,14 +129,15 @@ class OutboxMixin:
         """Queue again what a crash left in `sending`; returns how many."""
         with self.transaction() as db:
             return db.execute("UPDATE outbox SET state = 'queued', updated_at = ?, last_error = "
-                              "'interrupted while sending; retried' WHERE state = 'sending'",
+                              f"'interrupted while sending; retried' WHERE {_SENDING}",
                               (_iso(now),)).rowcount
 
     def due(self, now: dt.datetime) -> list[OutboxRow]:
         """Queued editions, and deferred ones whose time has come, oldest first."""
         rows = self.db.execute(
             "SELECT id, edition_key, subscriber_id, message_id, created_at, state, attempts FROM outbox "
-            "WHERE state = 'queued' OR (state = 'deferred' AND next_attempt <= ?) ORDER BY id",
+            f"WHERE {_INDEXED} AND state IN ('queued', 'deferred') AND (state = 'queued' OR next_attempt <= ?) "
+            "ORDER BY id",  # not an OR of both states: SQLite would scan the table, unable to use outbox_due
             (_iso(now),)).fetchall()
         out = []
         for r in rows:
@@ -152,19 +158,20 @@ class OutboxMixin:
 
     def sent_since(self, moment: dt.datetime) -> int:
         """Editions marked sent at or after `moment` (what an hourly sending limit counts)."""
-        return int(self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND updated_at >= ?",
-                                   (_iso(moment),)).fetchone()[0])
+        return int(self.db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_INDEXED} AND state = 'sent' AND "
+                                   "updated_at >= ?", (_iso(moment),)).fetchone()[0])
 
     def outbox_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "sending", "sent", "deferred", "failed"), 0)
-        counts.update(dict(self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()))
+        counts.update(self.db.execute(f"SELECT state, COUNT(*) FROM outbox WHERE {_INDEXED} GROUP BY state"))
+        counts["sending"] = self.db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_SENDING}").fetchone()[0]
         return counts
 
     def failures(self, limit: int = 50) -> list[dict[str, str]]:
         """The latest failed editions with their addresses and errors, for the report and status."""
         return [{"email": e, "error": err, "at": at} for e, err, at in self.db.execute(
             "SELECT s.email, o.last_error, o.updated_at FROM outbox o JOIN subscribers s ON s.id = o.subscriber_id "
-            "WHERE o.state = 'failed' ORDER BY o.updated_at DESC LIMIT ?", (limit,))]
+            f"WHERE o.{_INDEXED} AND o.state = 'failed' ORDER BY o.updated_at DESC LIMIT ?", (limit,))]
 
     # -- suppressions --------------------------------------------------------------------------
 
