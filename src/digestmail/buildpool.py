@@ -166,8 +166,7 @@ def serve() -> None:
             break
         if composer is None:
             composer = Composer(pickle.loads(frame))  # the first frame is the Recipe
-            gc.freeze()  # what a build is made of from here on is freed by reference counts: see collect.py
-            gc.set_threshold(*collect.THRESHOLDS)
+            gc.set_threshold(*collect.THRESHOLDS)  # what a build makes is freed by reference counts: see collect.py
             continue
         # Outside the try: a frame without an edition must get no answer (it would be taken for the
         # next edition's), so a failure here ends the process instead.
