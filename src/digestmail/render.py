@@ -512,6 +512,12 @@ class Renderer:
             self.html = _html_template(html_env, mjml.mjml2html(source, disable_comments=True, fonts={}))
             self.text = text_env.get_template(TEXT_TEMPLATE)
             self.subject = text_env.get_template(SUBJECT_TEMPLATE)
+            # Each render copies a template's globals into its new context and iterates them again: as
+            # Jinja's live ChainMap over the environment's, that is done in Python (new_context took
+            # ~18 µs, with a dict ~6.5, on the loaded VM). Our environments are our own, and nothing
+            # changes their globals after this.
+            for template in (self.html, self.text, self.subject):
+                template.globals = dict(template.globals)
         except jinja2.TemplateError as exc:
             raise ConfigError(f"template error: {exc}", where=str(getattr(exc, "filename", "") or dirs),
                               hint="fix the template or remove it to fall back to the default") from None
