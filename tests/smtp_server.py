@@ -113,6 +113,9 @@ class Recorder:
 
     faults: list[Fault] = field(default_factory=list)
     data_delay: float = 0.0
+    pipelining: bool = True  # offer PIPELINING (RFC 2920), as Postfix and most servers do
+    # MAILs that arrived with the next command already behind them (a pipelining client's).
+    pipelined: int = 0
     login: tuple[str, str] | None = None
     messages: list[Received] = field(default_factory=list)
     data_attempts: list[Received] = field(default_factory=list)
@@ -161,8 +164,17 @@ class Recorder:
 
     # -- aiosmtpd hooks ------------------------------------------------------------------------------
 
+    async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:  # before the last line, which has no "-"
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
+        if getattr(server._reader, "_buffer", b""):  # aiosmtpd's StreamReader: what is read, not handled yet
+            self.pipelined += 1
         fault = self._fault("MAIL", [address])
         if fault is not None:
             return await self._act(server, fault)
@@ -256,8 +268,8 @@ class SmtpServer:
     def __init__(self, *, offer_auth: bool = False, faults: list[Fault] | tuple[Fault, ...] = (),
                  data_delay: float = 0.0, tls_context: ssl.SSLContext | None = None,
                  require_starttls: bool = False, ssl_context: ssl.SSLContext | None = None,
-                 login: tuple[str, str] | None = None) -> None:
-        self.recorder = Recorder(faults=list(faults), data_delay=data_delay, login=login)
+                 login: tuple[str, str] | None = None, pipelining: bool = True) -> None:
+        self.recorder = Recorder(faults=list(faults), data_delay=data_delay, login=login, pipelining=pipelining)
         self.host = HOST
         self.port = free_port()
         kwargs: dict[str, Any] = {}

@@ -92,10 +92,13 @@ def by_email(entries: list[dict]) -> dict[str, dict]:
     return {e["email"]: e for e in entries}
 
 
-@pytest.fixture
-def faulty():
-    with SmtpServer(faults=FAULTS) as server:
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def faulty(request):
+    """The faulty server, offering PIPELINING (MAIL, RCPT and DATA arrive in one write) or not."""
+    with SmtpServer(faults=FAULTS, pipelining=request.param) as server:
         yield server
+    # Each way was the one taken: with PIPELINING every MAIL arrived with the next command behind it.
+    assert (server.recorder.pipelined > 0) == request.param
 
 
 def test_faults_end_with_exactly_one_message_per_good_subscriber(tmp_path, faulty):

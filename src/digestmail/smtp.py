@@ -108,6 +108,96 @@ def _speed_up_addresses() -> bool:
 FAST_ADDRESSES = _speed_up_addresses()
 
 
+def _can_pipeline() -> bool:
+    """Whether aiosmtplib's protocol is still made as `_Pipelined` expects: its response buffer and the
+    parser of one reply from it, the flag that makes it keep what arrives, and its read and write."""
+    from aiosmtplib.protocol import SMTPProtocol
+
+    return all(callable(getattr(SMTPProtocol, name, None))
+               for name in ("_read_response_from_buffer", "read_response", "write"))
+
+
+PIPELINING = _can_pipeline()
+
+
+class _Pipelined:
+    """One message's MAIL, RCPT and DATA in one write and their replies read together (RFC 2920
+    PIPELINING, which Postfix, Exchange and the big providers offer), then the message: two waits on
+    the server per message instead of four. It saved ~0.1 ms of CPU per message here, a tenth of what
+    the sending process spends on one.
+
+    aiosmtplib reads one reply per command it sends: on its protocol, a reply that arrives with an
+    earlier one stays in its buffer, and `replies` takes it from there (the same parser, in the same
+    order); replies that arrive later come through `read_response` as usual. Only for messages that
+    are ready for DATA (message.build's) and plain addresses; anything else, and a server without
+    PIPELINING, goes the one-command-at-a-time way.
+    """
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.protocol = client.protocol
+
+    async def replies(self, n: int) -> list[aiosmtplib.SMTPResponse]:
+        protocol = self.protocol
+        got: list[aiosmtplib.SMTPResponse] = []
+        while len(got) < n:
+            reply = protocol._read_response_from_buffer() if protocol._buffer else None  # type: ignore[union-attr]
+            if reply is None:
+                reply = await protocol.read_response(timeout=None)  # type: ignore[union-attr]
+            # Set again at once (nothing runs between): a reply arriving before our next read is kept.
+            protocol._response_pending = True  # type: ignore[union-attr]
+            got.append(reply)
+        protocol._response_pending = False  # type: ignore[union-attr]
+        return got
+
+    async def envelope(self, sender: str, recipients: tuple[str, ...], size: int | None) -> None:
+        """MAIL, every RCPT and DATA; raises as aiosmtplib's mail(), rcpt() and data() would, for the
+        first that failed (after reading every reply, so the connection stays in step)."""
+        options = b" SIZE=%d" % size if size is not None else b""
+        lines = [b"MAIL FROM:<%s>%s\r\n" % (sender.encode("ascii"), options)]
+        lines.extend(b"RCPT TO:<%s>\r\n" % r.encode("ascii") for r in recipients)
+        lines.append(b"DATA\r\n")
+        self.protocol._response_pending = True  # type: ignore[union-attr]
+        self.protocol.write(b"".join(lines))  # type: ignore[union-attr]
+        got: list[aiosmtplib.SMTPResponse] = []
+        try:
+            got = await self.replies(len(lines))
+        except aiosmtplib.SMTPServerDisconnected:
+            if not any(_failed(reply, k, len(lines)) for k, reply in enumerate(got)):
+                raise  # else the refusal it sent before hanging up says more (a 421 does just that)
+        if any(reply.code == 421 for reply in got) or len(got) < len(lines):
+            self.client.close()  # as aiosmtplib does after a 421: the server is closing
+        elif got[-1].code == 354 and any(_failed(reply, k, len(lines)) for k, reply in enumerate(got)):
+            # Some servers say 354 even when every RCPT was refused: an empty message ends it.
+            self.protocol.write(b".\r\n")  # type: ignore[union-attr]
+            await self.replies(1)
+        for k, reply in enumerate(got):
+            if not _failed(reply, k, len(lines)):
+                continue
+            if k == 0:
+                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+            if k < len(lines) - 1:
+                raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipients[k - 1])
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+    async def message(self, data: bytes) -> None:
+        """The message after DATA's 354: `data` is ready for DATA (CRLF only, no line starting with ".")."""
+        self.protocol._response_pending = True  # type: ignore[union-attr]
+        self.protocol.write(data + b".\r\n")  # type: ignore[union-attr]
+        (reply,) = await self.replies(1)
+        if reply.code != 250:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+
+def _failed(reply: aiosmtplib.SMTPResponse, k: int, n: int) -> bool:
+    """Whether the k-th of n pipelined replies (MAIL, RCPTs, DATA) refuses, as aiosmtplib would judge it."""
+    if k == 0:
+        return reply.code != 250
+    if k < n - 1:
+        return reply.code not in (250, 251)
+    return reply.code != 354
+
+
 class SmtpTransport:
     """A pool of up to `max_connections` persistent SMTP connections; TLS as configured, never downgraded.
 
@@ -212,15 +302,27 @@ class SmtpTransport:
             client = await self._ready(slot)
             # MAIL and RCPT by hand rather than sendmail(): it would scan the whole body once more
             # only to compute SIZE, which for our CRLF-only bodies is simply their length.
-            size = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+            sized = client.supports_extension("size")
             # timeout=None: `_watch` times these out, one timer for the pool instead of one per command.
             asked = self._asked
             asked[slot] = time.monotonic()
-            await client.mail(envelope.sender, options=size, timeout=None)
+            if (item.ready and PIPELINING and client.supports_extension("pipelining")
+                    and all(map(_PLAIN_ADDRESS.fullmatch, (envelope.sender, *envelope.recipients)))):
+                piped = _Pipelined(client)
+                await piped.envelope(envelope.sender, envelope.recipients, len(data) if sized else None)
+                asked[slot] = 0.0  # waiting for the DATA lock is not waiting for the server
+                async with data_lock:
+                    asked[slot] = time.monotonic()
+                    await piped.message(data)
+                    asked[slot] = 0.0
+                    self._last_used[slot] = time.monotonic()
+                    done(item, None)
+                return
+            await client.mail(envelope.sender, options=[f"SIZE={len(data)}"] if sized else [], timeout=None)
             for recipient in envelope.recipients:
                 asked[slot] = time.monotonic()
                 await client.rcpt(recipient, timeout=None)
-            asked[slot] = 0.0  # waiting for the DATA lock is not waiting for the server
+            asked[slot] = 0.0
             async with data_lock:
                 asked[slot] = time.monotonic()
                 await client.data(_Ready(data) if item.ready else data, timeout=None)
