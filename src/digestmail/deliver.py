@@ -16,7 +16,7 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -110,6 +110,9 @@ class Deliverer:
         self.rng = rng or random.Random()
         self.pool: BuildPool | None = None  # started once a run proves large (MIN_EDITIONS)
         self.built_here = 0
+        # New editions this run may make (its subscribers): that many, and the build processes start
+        # with the first, booting while this process still reads the store and chooses.
+        self.expected = 0
         self.report = DeliveryReport()
         self.touched: set[int] = set()  # subscribers whose edition failed or was deferred in this run
 
@@ -121,12 +124,13 @@ class Deliverer:
             for job in jobs:
                 edition = job.edition
                 data: bytes | Future[bytes]
-                if self.pool is None and self.built_here >= MIN_EDITIONS and self.config.build_processes:
+                if (self.pool is None and max(self.built_here, self.expected) >= MIN_EDITIONS
+                        and self.config.build_processes):
                     processes = processes_for(self.config.build_processes)
                     self.pool = BuildPool(self.builder.recipe, processes)
                     self.builder.release()  # its templates and caches are the build processes' now
-                    log.info("building the rest of the emails in %d other process%s", processes,
-                             "es" if processes > 1 else "")
+                    log.info("building %s emails in %d other process%s", "the rest of the" if self.built_here
+                             else "the", processes, "es" if processes > 1 else "")
                 if self.pool is not None:
                     data = self.pool.submit(edition)
                 else:
@@ -285,9 +289,12 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
                                 deliverer.report.recovered)
                 deliverer.deliver(deliverer.retries())  # all of them first: a failed retry skips that subscriber below
             if subscribers is None:
+                deliverer.expected = store.active_count()
                 subscribers = store.active_subscribers()
                 if progress is not None:
-                    subscribers = progress(subscribers, store.counts()["subscribers"], "delivering")
+                    subscribers = progress(subscribers, deliverer.expected, "delivering")
+            elif isinstance(subscribers, Sized):
+                deliverer.expected = len(subscribers)
             deliverer.deliver(deliverer.new_editions(subscribers, key_of, stop))
         finally:
             deliverer.close()

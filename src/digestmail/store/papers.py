@@ -369,6 +369,10 @@ class PapersMixin:
     def mark_schedule_started(self, schedule: str, now: dt.datetime) -> None:
         self.mark_schedule_done(schedule, f"started {_iso(now)}", now)
 
+    def active_count(self) -> int:
+        """How many subscribers are active (counts() also scans the whole ledger)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM subscribers WHERE active = 1").fetchone()[0])
+
     def active_subscribers(self, schedule: tuple[str, str] | None = None) -> Iterator[tuple[int, Subscriber]]:
         """Active subscribers in id order (of one schedule when given), read in pages so a large list
         is never held in memory."""
