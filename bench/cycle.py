@@ -27,29 +27,25 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def _tree(root: int) -> dict[int, tuple[int, float, int, float]]:
     """A process and all its descendants now (build processes included): pid → (RSS in kB, CPU seconds,
-    peak RSS so far in kB, of the CPU seconds those in the kernel)."""
-    children: dict[int, list[int]] = {}
-    seen: dict[int, tuple[int, float, int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        pid = int(entry)
-        children.setdefault(int(fields.get("PPid", "0").strip() or 0), []).append(pid)
-        seen[pid] = (int(fields.get("VmRSS", "0 kB").split()[0]), (int(stat[11]) + int(stat[12])) / TICK,
-                     int(fields.get("VmHWM", "0 kB").split()[0]), int(stat[12]) / TICK)
-    tree, todo = {}, [root]
+    peak RSS so far in kB, of the CPU seconds those in the kernel). The tree is walked through each
+    thread's /proc children list (~0.2 ms a sample), not by reading every process on the machine
+    (~5 ms, 5 % of a core at 10 samples a second, taken from the run being measured)."""
+    tree: dict[int, tuple[int, float, int, float]] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
-        if pid in seen:
-            tree[pid] = seen[pid]
-        todo.extend(children.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read().rpartition(")")[2].split()
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                    todo.extend(map(int, f.read().split()))
+        except OSError:
+            continue  # gone meanwhile
+        tree[pid] = (int(fields.get("VmRSS", "0 kB").split()[0]), (int(stat[11]) + int(stat[12])) / TICK,
+                     int(fields.get("VmHWM", "0 kB").split()[0]), int(stat[12]) / TICK)
     return tree
 
 
