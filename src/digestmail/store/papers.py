@@ -314,21 +314,27 @@ class PapersMixin:
         leaves the previous list untouched.
         """
         count = 0
+
+        def rows() -> Iterator[tuple[object, ...]]:
+            nonlocal count
+            for s in subscribers:
+                count += 1
+                yield (s.email, s.name, json.dumps(list(s.topics)), s.query, s.max_papers, s.min_papers, s.exclude,
+                       s.backfill_days, s.schedule, s.timezone, joined, generation)
+
+        joined = _iso(now)
         with self.transaction() as db:
             generation = db.execute("SELECT COALESCE(MAX(sync_generation), 0) + 1 FROM subscribers").fetchone()[0]
-            for s in subscribers:
-                db.execute(
-                    "INSERT INTO subscribers (email, name, topics, query, max_papers, min_papers, exclude, "
-                    "backfill_days, schedule, timezone, joined_at, active, sync_generation) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
-                    "ON CONFLICT (email) DO UPDATE SET name = excluded.name, topics = excluded.topics, "
-                    "query = excluded.query, max_papers = excluded.max_papers, min_papers = excluded.min_papers, "
-                    "exclude = excluded.exclude, backfill_days = excluded.backfill_days, "
-                    "schedule = excluded.schedule, timezone = excluded.timezone, active = 1, "
-                    "sync_generation = excluded.sync_generation",
-                    (s.email, s.name, json.dumps(list(s.topics)), s.query, s.max_papers, s.min_papers, s.exclude,
-                     s.backfill_days, s.schedule, s.timezone, _iso(now), generation))
-                count += 1
+            # One executemany over a generator: still streamed, without a call from Python per row.
+            db.executemany(
+                "INSERT INTO subscribers (email, name, topics, query, max_papers, min_papers, exclude, "
+                "backfill_days, schedule, timezone, joined_at, active, sync_generation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
+                "ON CONFLICT (email) DO UPDATE SET name = excluded.name, topics = excluded.topics, "
+                "query = excluded.query, max_papers = excluded.max_papers, min_papers = excluded.min_papers, "
+                "exclude = excluded.exclude, backfill_days = excluded.backfill_days, "
+                "schedule = excluded.schedule, timezone = excluded.timezone, active = 1, "
+                "sync_generation = excluded.sync_generation", rows())
             db.execute("UPDATE subscribers SET active = 0 WHERE sync_generation != ?", (generation,))
         return count
 
