@@ -297,6 +297,7 @@ class SmtpTransport:
         """One message on one connection; `done` runs inside the DATA lock, right after the 250."""
         envelope = item.envelope
         reserved = None
+        self._timed_out[slot] = False  # the watchdog may have closed this slot's last connection just after its reply
         try:
             reserved = await self._throttle()
             client = await self._ready(slot)
