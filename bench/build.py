@@ -28,6 +28,7 @@ import datetime as dt
 import gc
 import hashlib
 import html
+import itertools
 import json
 import os
 import pickle
@@ -36,10 +37,11 @@ import statistics
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from digestmail import sources
+from digestmail import buildpool, sources
 from digestmail.config import load_config
 from digestmail.editions import Builder, Composer, Recipe
 from digestmail.models import Edition
@@ -84,17 +86,34 @@ def workload(subscribers: int = 10_000, papers: int = 1_000, dkim: bool = False)
     return recipe, editions
 
 
+def _frames(editions: list[Edition]) -> list[bytes]:
+    """The editions as a run hands them to one build process: buildpool's frames, in order (each
+    paper in the first frame that uses it)."""
+    frames = buildpool._Frames()
+    return [frames.frame(ed) for ed in editions]
+
+
+def _decoded(blobs: list[bytes]) -> Iterator[Edition]:
+    """The editions back from their frames, as a build process reads them (in order, from scratch)."""
+    buildpool._held.clear()
+    for blob in blobs:
+        body = buildpool._receive(blob)
+        assert body is not None
+        yield buildpool._edition(pickle.loads(body))
+
+
 def _round(recipe: Recipe, blobs: list[bytes]) -> tuple[float, float, int]:
     """CPU seconds to build every edition once with a fresh Composer (cold caches, as a build process
-    starts), each unpickled just before as the build process receives it (not timed: reported apart);
-    the unpickling's CPU seconds; the total bytes."""
+    starts), each decoded from its frame just before as the build process receives it (not timed:
+    reported apart); the decoding's CPU seconds; the total bytes."""
     composer = Composer(recipe)
     total = 0
     build_s = unpickle_s = 0.0
     clock = time.process_time
-    for blob in blobs:
+    decoded = _decoded(blobs)
+    for _ in blobs:
         t0 = clock()
-        edition = pickle.loads(blob)
+        edition = next(decoded)
         t1 = clock()
         total += len(composer.build(edition)[1])
         build_s += clock() - t1
@@ -145,7 +164,7 @@ def profile(recipe: Recipe, blobs: list[bytes], n: int = 3000, top: int = 25) ->
     """cProfile of a cold round over `n` editions: self time grouped by where it is spent (shares of
     the profiled total; the profiler's own overhead inflates small functions) and the top functions."""
     composer = Composer(recipe)
-    editions = [pickle.loads(b) for b in blobs[:n]]
+    editions = list(itertools.islice(_decoded(blobs), n))
     prof = cProfile.Profile()
     prof.enable()
     for ed in editions:
@@ -211,14 +230,14 @@ def measure(subscribers: int = 10_000, papers: int = 1_000, rounds: int = 3, dki
         recipe, blobs = pickle.loads(editions_file.read_bytes())
     else:
         recipe, editions = workload(subscribers, papers, dkim)
-        # Kept pickled, as the run hands them over: a build process never holds 10,000 editions, and
+        # Kept framed, as the run hands them over: a build process never holds 10,000 editions, and
         # neither should this one while it is timed (the collector would scan them all).
-        blobs = [pickle.dumps(ed) for ed in editions]
+        blobs = _frames(editions)
         del editions
         if editions_file is not None:
             editions_file.write_bytes(pickle.dumps((recipe, blobs)))
     setup_s = time.perf_counter() - setup_start
-    few = [pickle.loads(b) for b in blobs[:200]]
+    few = list(itertools.islice(_decoded(blobs), 200))
     gc.collect()
     per_round, refs = [], []
     unpickle = total = 0.0
@@ -241,7 +260,7 @@ def measure(subscribers: int = 10_000, papers: int = 1_000, rounds: int = 3, dki
     if with_profile:
         out["profile"] = profile(recipe, blobs)
     if pool:
-        out.update(build_process(recipe, [pickle.loads(b) for b in blobs]))
+        out.update(build_process(recipe, list(_decoded(blobs))))
     return out
 
 

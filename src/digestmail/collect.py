@@ -22,7 +22,8 @@ THRESHOLDS = (50_000, 20, 20)
 
 @contextmanager
 def seldom() -> Iterator[None]:
-    """Collect seldom until the block ends, then as before."""
+    """Collect seldom until the block ends, then as before (process-wide: in the daemon, its other
+    threads, the web endpoint's, collect seldom too while a delivery runs)."""
     before = gc.get_threshold()
     gc.set_threshold(*THRESHOLDS)
     try:

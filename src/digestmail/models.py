@@ -101,8 +101,8 @@ class Match:
     per topic); `terms`, `spans` and `reason` are merged from those when first read. Selection only
     chooses, and the merging is most of what explaining costs: done lazily, it happens where the
     email is rendered (a build process, in a large run), and a Match crosses to that process as its
-    topics and pieces, which many subscribers share. Immutable, and equal to any Match with the
-    same topics, terms, spans and reason, however it was made.
+    topics and pieces. Immutable, and equal to any Match with the same topics, terms, spans and
+    reason, however it was made.
     """
 
     __slots__ = ("topics", "_pieces", "_merged")

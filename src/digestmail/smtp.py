@@ -109,8 +109,8 @@ FAST_ADDRESSES = _speed_up_addresses()
 
 
 def _can_pipeline() -> bool:
-    """Whether aiosmtplib's protocol is still made as `_Pipelined` expects: its response buffer and the
-    parser of one reply from it, the flag that makes it keep what arrives, and its read and write."""
+    """Whether aiosmtplib's protocol is still made as `_Pipelined` expects: the parser of one reply from
+    its buffer, and its read and write (the buffer itself, a bytearray, is checked on each connection)."""
     from aiosmtplib.protocol import SMTPProtocol
 
     return all(callable(getattr(SMTPProtocol, name, None))
@@ -308,6 +308,7 @@ class SmtpTransport:
             asked = self._asked
             asked[slot] = time.monotonic()
             if (item.ready and PIPELINING and client.supports_extension("pipelining")
+                    and isinstance(getattr(client.protocol, "_buffer", None), bytearray)
                     and all(map(_PLAIN_ADDRESS.fullmatch, (envelope.sender, *envelope.recipients)))):
                 piped = _Pipelined(client)
                 await piped.envelope(envelope.sender, envelope.recipients, len(data) if sized else None)
