@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from . import collect
 from .buildpool import MIN_EDITIONS, BuildPool, processes_for
 from .config import Config, Retry
-from .editions import Builder
+from .editions import Builder, Recipe
 from .errors import DeliveryError, DigestmailError
 from .message import Envelope
 from .models import Edition, Pick, Subscriber
@@ -126,11 +126,7 @@ class Deliverer:
                 data: bytes | Future[bytes]
                 if (self.pool is None and max(self.built_here, self.expected) >= MIN_EDITIONS
                         and self.config.build_processes):
-                    processes = processes_for(self.config.build_processes)
-                    self.pool = BuildPool(self.builder.recipe, processes)
-                    self.builder.release()  # its templates and caches are the build processes' now
-                    log.info("building %s emails in %d other process%s", "the rest of the" if self.built_here
-                             else "the", processes, "es" if processes > 1 else "")
+                    self.use_pool(BuildPool(self.builder.recipe, processes_for(self.config.build_processes)))
                 if self.pool is not None:
                     data = self.pool.submit(edition)
                 else:
@@ -144,6 +140,14 @@ class Deliverer:
 
         # Once builds go to other processes, choose a few editions ahead so those never wait.
         self.transport.send_many(ahead(outgoing(), AHEAD, lambda: self.pool is not None), self._done)
+
+    def use_pool(self, pool: BuildPool) -> None:
+        """Build the emails from now on in these build processes."""
+        self.pool = pool
+        self.builder.release()  # its templates and caches are the build processes' now
+        n = len(pool.processes)
+        log.info("building %s emails in %d other process%s", "the rest of the" if self.built_here else "the",
+                 n, "es" if n > 1 else "")
 
     def close(self) -> None:
         if self.pool is not None:
@@ -270,15 +274,19 @@ class Deliverer:
 def deliver_all(store: Store, config: Config, transport: Transport, now: dt.datetime,
                 progress: Callable[..., Any] | None = None, *, stop: threading.Event | None = None,
                 subscribers: Iterable[tuple[int, Subscriber]] | None = None,
-                key_of: Callable[[Subscriber], str] | None = None, recover: bool = True) -> DeliveryReport:
+                key_of: Callable[[Subscriber], str] | None = None, recover: bool = True,
+                pool: BuildPool | None = None) -> DeliveryReport:
     """Recover what a crash interrupted, retry what is due, then one new edition per subscriber.
 
     `subscribers` defaults to every active one; `key_of` names each one's edition (by default the
     subscriber and `now`: running the same cycle twice is a no-op). `stop`, once set, ends the loop
-    between two subscribers: the editions in flight finish and the outbox stays consistent.
+    between two subscribers: the editions in flight finish and the outbox stays consistent. `pool`:
+    build processes started earlier (`early_pool`), used from the first email and closed here.
     """
     builder = Builder.for_store(config, store, now)
     deliverer = Deliverer(store, config, builder, transport, now)
+    if pool is not None:
+        deliverer.use_pool(pool)
     with collect.seldom():
         try:
             _count_last_hour(store, transport, now)
@@ -301,6 +309,14 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
     return deliverer.report
 
 
+def early_pool(config: Config, store: Store) -> BuildPool | None:
+    """Build processes for a run that will be large (MIN_EDITIONS subscribers or more), started now so
+    that they boot while this process still reads the sources and the store; else None."""
+    if not config.build_processes or store.active_count() < MIN_EDITIONS:
+        return None
+    return BuildPool(Recipe.of(config), processes_for(config.build_processes))
+
+
 def retry_due(store: Store, config: Config, transport: Transport, now: dt.datetime) -> DeliveryReport:
     """Only the retries: editions deferred earlier whose time has come (the daemon runs this often)."""
     deliverer = Deliverer(store, config, Builder(config, [], now), transport, now)
@@ -319,4 +335,4 @@ def _count_last_hour(store: Store, transport: Transport, now: dt.datetime) -> No
         counted(store.sent_since(now - dt.timedelta(hours=1)))
 
 
-__all__ = ["LISTED", "DeliveryReport", "Deliverer", "Job", "Pick", "deliver_all", "next_attempt"]
+__all__ = ["LISTED", "DeliveryReport", "Deliverer", "Job", "Pick", "deliver_all", "early_pool", "next_attempt"]

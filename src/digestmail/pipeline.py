@@ -16,7 +16,7 @@ from .errors import ConfigError, DigestError, DigestmailError
 from .health import source_health
 from .schedule import Schedule
 from .models import Digest, Edition, RenderedEmail, Subscriber
-from .deliver import LISTED, DeliveryReport, deliver_all
+from .deliver import LISTED, DeliveryReport, deliver_all, early_pool
 from .editions import Builder
 from .select import Choice, edition
 from .sources import files as disk
@@ -276,6 +276,7 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
         if config.web is not None:
             config.web.secret()
         transport = make_transport(config)
+        pool = early_pool(config, store)  # a large run's build processes boot while the sources are read
         try:
             ingested = ingest_sources(store, config, now, progress)
             health = source_health_now(store, config, now)
@@ -283,13 +284,15 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
                 if h["stale"]:
                     log.warning("source %s is stale: nothing arrived for %s (expected every %s)", name,
                                 h["silent_for"] or "ever", h["expect_every"])
-            delivery = deliver_all(store, config, transport, now, progress)
+            delivery = deliver_all(store, config, transport, now, progress, pool=pool)
             report = RunReport(ingested, delivery, transport.name, health, store.outbox_counts(),
                                len(store.suppressions()), transport.where)
             store.save_report("run", _summary(report.as_dict()), now)
             notify_admin(store, config, transport, admin.problems(report.as_dict(), health), now)
         finally:
             transport.close()
+            if pool is not None:
+                pool.close()  # deliver_all closed it already, unless ingest failed
         return report
 
 
