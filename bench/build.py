@@ -97,9 +97,7 @@ def _decoded(blobs: list[bytes]) -> Iterator[Edition]:
     """The editions back from their frames, as a build process reads them (in order, from scratch)."""
     buildpool._held.clear()
     for blob in blobs:
-        body = buildpool._receive(blob)
-        assert body is not None
-        yield buildpool._edition(pickle.loads(body))
+        yield buildpool._edition(pickle.loads(buildpool._receive(blob)))
 
 
 def _round(recipe: Recipe, blobs: list[bytes]) -> tuple[float, float, int]:

@@ -22,14 +22,12 @@ length-prefixed (">I"); the first is the pickled Recipe, each later one is
 
 The papers are those the process does not hold yet (or holds in another version: see
 `_Frames`); it keeps them by id, replacing any older one, before it reads the edition, which names
-its papers by id. Flag `_FORGET`: drop every paper held first. A frame whose edition part is
-empty only brings papers and gets no answer.
+its papers by id. Flag `_FORGET`: drop every paper held first.
 """
 
 from __future__ import annotations
 
 import collections
-import gc
 import os
 import pickle
 import signal
@@ -39,6 +37,7 @@ import sys
 import threading
 import traceback
 from concurrent.futures import Future
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from . import collect
@@ -80,7 +79,7 @@ class _Frames:
     then the edition as plain values (tuples, strings, numbers, datetimes), each paper as its id and
     each match as its topics and pieces (models.Match: what each topic hits, ~140 bytes). Plain
     values pickle in C with no call back into Python per object: a Pickler with a reducer_override
-    for the papers took ~100 µs an edition, this ~45 µs.
+    for the papers took ~115 µs an edition, this ~45–50 µs.
 
     `known` is what the process holds, as sent. A paper is sent again when it differs from that by
     equality, not just identity: a retry's edition comes back from the store as new objects, mostly
@@ -131,15 +130,15 @@ class _Frames:
 _held: dict[int, Paper] = {}
 
 
-def _receive(frame: bytes) -> memoryview | None:
-    """Take a frame's papers into `_held`; its edition's pickle, unless it has none."""
+def _receive(frame: bytes) -> memoryview:
+    """Take a frame's papers into `_held`; its edition's pickle."""
     flags, n = _PAPERS.unpack_from(frame)
     if flags & _FORGET:
         _held.clear()
     view, start = memoryview(frame), _PAPERS.size + n
     if n:
         _held.update((paper.id, paper) for paper in pickle.loads(view[_PAPERS.size:start]))
-    return view[start:] if start < len(frame) else None
+    return view[start:]
 
 
 def _edition(plain: tuple[Any, ...]) -> Edition:
@@ -159,32 +158,36 @@ def serve() -> None:
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not land in the results
     editions = sys.stdin.buffer
-    composer: Composer | None = None
-    while (head := _read_exactly(editions, _LENGTH.size)) is not None:
-        frame = _read_exactly(editions, _LENGTH.unpack(head)[0])
-        if frame is None:
-            break
-        if composer is None:
-            composer = Composer(pickle.loads(frame))  # the first frame is the Recipe
-            gc.set_threshold(*collect.THRESHOLDS)  # what a build makes is freed by reference counts: see collect.py
-            continue
-        # Outside the try: a frame without an edition must get no answer (it would be taken for the
-        # next edition's), so a failure here ends the process instead.
-        if (edition := _receive(frame)) is None:
-            continue
-        try:
-            # Inside: a paper missing here is a bug, and its traceback should reach the run.
-            kind, out = _BYTES, composer.build(_edition(pickle.loads(edition)))[1]
-        except DigestmailError as exc:  # only its text crosses: subclasses' extra fields would not
-            kind, out = _REFUSED, str(exc).encode("utf-8", "surrogateescape")
-        except Exception:
-            kind, out = _BROKEN, traceback.format_exc().encode("utf-8", "replace")
-        try:
-            results.write(_RESULT.pack(kind, len(out)))
-            results.write(out)
-            results.flush()
-        except BrokenPipeError:  # the run is gone
-            break
+
+    def frames() -> Iterator[bytes]:
+        while (head := _read_exactly(editions, _LENGTH.size)) is not None:
+            if (frame := _read_exactly(editions, _LENGTH.unpack(head)[0])) is None:
+                return
+            yield frame
+
+    received = frames()
+    recipe = next(received, None)  # the first frame is the Recipe
+    if recipe is None:
+        return
+    composer = Composer(pickle.loads(recipe))
+    with collect.seldom():  # what a build makes is freed by reference counts
+        for frame in received:
+            # Outside the try: papers that cannot be taken in leave the process out of step with the
+            # run, so that ends it instead.
+            edition = _receive(frame)
+            try:
+                # Inside: a paper missing here is a bug, and its traceback should reach the run.
+                kind, out = _BYTES, composer.build(_edition(pickle.loads(edition)))[1]
+            except DigestmailError as exc:  # only its text crosses: subclasses' extra fields would not
+                kind, out = _REFUSED, str(exc).encode("utf-8", "surrogateescape")
+            except Exception:
+                kind, out = _BROKEN, traceback.format_exc().encode("utf-8", "replace")
+            try:
+                results.write(_RESULT.pack(kind, len(out)))
+                results.write(out)
+                results.flush()
+            except BrokenPipeError:  # the run is gone
+                break
 
 
 class _Process:

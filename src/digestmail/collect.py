@@ -8,7 +8,8 @@ process, ~6 % of the serial path. Almost nothing a delivery makes is in a refere
 freed by its reference count at once), so collecting less often only delays the few cycles there
 are: the young generation is collected every 50,000 allocations instead of 700, and a full
 collection comes after 20 million, in practice never during a run (~100 collections, ~0.1 s).
-(Freezing the heap as well gained nothing more and kept what the loop let go of until the end.)
+The run's peak memory did not change measurably (77.5–77.9 MB either way, main process, 10k run).
+Freezing the heap as well was tried and gained nothing more, so it is not done.
 """
 
 from __future__ import annotations

@@ -108,11 +108,8 @@ class Deliverer:
                  now: dt.datetime, rng: random.Random | None = None) -> None:
         self.store, self.config, self.builder, self.transport, self.now = store, config, builder, transport, now
         self.rng = rng or random.Random()
-        self.pool: BuildPool | None = None  # started once a run proves large (MIN_EDITIONS)
+        self.pool: BuildPool | None = None  # started for a large run (early_pool), or once it proves large
         self.built_here = 0
-        # New editions this run may make (its subscribers): that many, and the build processes start
-        # with the first, booting while this process still reads the store and chooses.
-        self.expected = 0
         self.report = DeliveryReport()
         self.touched: set[int] = set()  # subscribers whose edition failed or was deferred in this run
 
@@ -124,8 +121,7 @@ class Deliverer:
             for job in jobs:
                 edition = job.edition
                 data: bytes | Future[bytes]
-                if (self.pool is None and max(self.built_here, self.expected) >= MIN_EDITIONS
-                        and self.config.build_processes):
+                if self.pool is None and self.built_here >= MIN_EDITIONS and self.config.build_processes:
                     self.use_pool(BuildPool(self.builder.recipe, processes_for(self.config.build_processes)))
                 if self.pool is not None:
                     data = self.pool.submit(edition)
@@ -285,6 +281,13 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
     """
     builder = Builder.for_store(config, store, now)
     deliverer = Deliverer(store, config, builder, transport, now)
+    expected: int | None = None  # how many subscribers this run is for, when that is known
+    if subscribers is None:
+        expected = store.active_count()
+    elif isinstance(subscribers, Sized):
+        expected = len(subscribers)
+    if pool is None and expected is not None:
+        pool = early_pool(config, expected, builder.recipe)
     if pool is not None:
         deliverer.use_pool(pool)
     with collect.seldom():
@@ -297,24 +300,22 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
                                 deliverer.report.recovered)
                 deliverer.deliver(deliverer.retries())  # all of them first: a failed retry skips that subscriber below
             if subscribers is None:
-                deliverer.expected = store.active_count()
                 subscribers = store.active_subscribers()
                 if progress is not None:
-                    subscribers = progress(subscribers, deliverer.expected, "delivering")
-            elif isinstance(subscribers, Sized):
-                deliverer.expected = len(subscribers)
+                    subscribers = progress(subscribers, expected, "delivering")
             deliverer.deliver(deliverer.new_editions(subscribers, key_of, stop))
         finally:
             deliverer.close()
     return deliverer.report
 
 
-def early_pool(config: Config, store: Store) -> BuildPool | None:
+def early_pool(config: Config, subscribers: int, recipe: Recipe | None = None) -> BuildPool | None:
     """Build processes for a run that will be large (MIN_EDITIONS subscribers or more), started now so
-    that they boot while this process still reads the sources and the store; else None."""
-    if not config.build_processes or store.active_count() < MIN_EDITIONS:
+    that they boot while this process still reads the sources and the store (a smaller run starts
+    them once it has built MIN_EDITIONS emails, if ever); else None."""
+    if not config.build_processes or subscribers < MIN_EDITIONS:
         return None
-    return BuildPool(Recipe.of(config), processes_for(config.build_processes))
+    return BuildPool(recipe or Recipe.of(config), processes_for(config.build_processes))
 
 
 def retry_due(store: Store, config: Config, transport: Transport, now: dt.datetime) -> DeliveryReport:

@@ -276,7 +276,7 @@ def run(config: Config, now: dt.datetime, progress: Progress[Any] = no_progress)
         if config.web is not None:
             config.web.secret()
         transport = make_transport(config)
-        pool = early_pool(config, store)  # a large run's build processes boot while the sources are read
+        pool = early_pool(config, store.active_count())  # a large run's build processes boot while the sources are read
         try:
             ingested = ingest_sources(store, config, now, progress)
             health = source_health_now(store, config, now)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 import aiosmtplib
 
@@ -137,10 +138,10 @@ class _Pipelined:
         self.client = client
         self.protocol = client.protocol
 
-    async def replies(self, n: int) -> list[aiosmtplib.SMTPResponse]:
+    async def replies(self, n: int, got: list[aiosmtplib.SMTPResponse]) -> None:
+        """Read n replies into `got` (kept there if the connection drops after some of them)."""
         protocol = self.protocol
-        got: list[aiosmtplib.SMTPResponse] = []
-        while len(got) < n:
+        for _ in range(n):
             reply = protocol._read_response_from_buffer() if protocol._buffer else None  # type: ignore[union-attr]
             if reply is None:
                 reply = await protocol.read_response(timeout=None)  # type: ignore[union-attr]
@@ -148,11 +149,12 @@ class _Pipelined:
             protocol._response_pending = True  # type: ignore[union-attr]
             got.append(reply)
         protocol._response_pending = False  # type: ignore[union-attr]
-        return got
 
     async def envelope(self, sender: str, recipients: tuple[str, ...], size: int | None) -> None:
         """MAIL, every RCPT and DATA; raises as aiosmtplib's mail(), rcpt() and data() would, for the
-        first that failed (after reading every reply, so the connection stays in step)."""
+        first that failed (after reading every reply, so the connection stays in step). The
+        addresses are plain (smtp._PLAIN_ADDRESS): `<address>` is their quoted form, with nothing in
+        them a command could be split at."""
         options = b" SIZE=%d" % size if size is not None else b""
         lines = [b"MAIL FROM:<%s>%s\r\n" % (sender.encode("ascii"), options)]
         lines.extend(b"RCPT TO:<%s>\r\n" % r.encode("ascii") for r in recipients)
@@ -161,19 +163,20 @@ class _Pipelined:
         self.protocol.write(b"".join(lines))  # type: ignore[union-attr]
         got: list[aiosmtplib.SMTPResponse] = []
         try:
-            got = await self.replies(len(lines))
+            await self.replies(len(lines), got)
         except aiosmtplib.SMTPServerDisconnected:
             if not any(_failed(reply, k, len(lines)) for k, reply in enumerate(got)):
                 raise  # else the refusal it sent before hanging up says more (a 421 does just that)
+        failed = [k for k, reply in enumerate(got) if _failed(reply, k, len(lines))]
         if any(reply.code == 421 for reply in got) or len(got) < len(lines):
             self.client.close()  # as aiosmtplib does after a 421: the server is closing
-        elif got[-1].code == 354 and any(_failed(reply, k, len(lines)) for k, reply in enumerate(got)):
+        elif failed and got[-1].code == 354:
             # Some servers say 354 even when every RCPT was refused: an empty message ends it.
             self.protocol.write(b".\r\n")  # type: ignore[union-attr]
-            await self.replies(1)
-        for k, reply in enumerate(got):
-            if not _failed(reply, k, len(lines)):
-                continue
+            await self.replies(1, [])
+        if failed:
+            k = failed[0]
+            reply = got[k]
             if k == 0:
                 raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
             if k < len(lines) - 1:
@@ -184,9 +187,10 @@ class _Pipelined:
         """The message after DATA's 354: `data` is ready for DATA (CRLF only, no line starting with ".")."""
         self.protocol._response_pending = True  # type: ignore[union-attr]
         self.protocol.write(data + b".\r\n")  # type: ignore[union-attr]
-        (reply,) = await self.replies(1)
-        if reply.code != 250:
-            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        got: list[aiosmtplib.SMTPResponse] = []
+        await self.replies(1, got)
+        if got[0].code != 250:
+            raise aiosmtplib.SMTPDataError(got[0].code, got[0].message)
 
 
 def _failed(reply: aiosmtplib.SMTPResponse, k: int, n: int) -> bool:
@@ -307,27 +311,23 @@ class SmtpTransport:
             # timeout=None: `_watch` times these out, one timer for the pool instead of one per command.
             asked = self._asked
             asked[slot] = time.monotonic()
+            message: Callable[[], Awaitable[object]]
             if (item.ready and PIPELINING and client.supports_extension("pipelining")
                     and isinstance(getattr(client.protocol, "_buffer", None), bytearray)
                     and all(map(_PLAIN_ADDRESS.fullmatch, (envelope.sender, *envelope.recipients)))):
                 piped = _Pipelined(client)
                 await piped.envelope(envelope.sender, envelope.recipients, len(data) if sized else None)
-                asked[slot] = 0.0  # waiting for the DATA lock is not waiting for the server
-                async with data_lock:
+                message = functools.partial(piped.message, data)
+            else:
+                await client.mail(envelope.sender, options=[f"SIZE={len(data)}"] if sized else [], timeout=None)
+                for recipient in envelope.recipients:
                     asked[slot] = time.monotonic()
-                    await piped.message(data)
-                    asked[slot] = 0.0
-                    self._last_used[slot] = time.monotonic()
-                    done(item, None)
-                return
-            await client.mail(envelope.sender, options=[f"SIZE={len(data)}"] if sized else [], timeout=None)
-            for recipient in envelope.recipients:
-                asked[slot] = time.monotonic()
-                await client.rcpt(recipient, timeout=None)
-            asked[slot] = 0.0
+                    await client.rcpt(recipient, timeout=None)
+                message = functools.partial(client.data, _Ready(data) if item.ready else data, timeout=None)
+            asked[slot] = 0.0  # waiting for the DATA lock is not waiting for the server
             async with data_lock:
                 asked[slot] = time.monotonic()
-                await client.data(_Ready(data) if item.ready else data, timeout=None)
+                await message()
                 asked[slot] = 0.0
                 self._last_used[slot] = time.monotonic()
                 done(item, None)

@@ -105,8 +105,7 @@ class OutboxMixin:
     def mark_sent(self, oid: int, now: dt.datetime) -> None:
         """The server said 250: the edition is sent and its papers enter the ledger, together (the
         trigger outbox_sent_ledger writes them, within this one statement's own transaction)."""
-        self.db.execute("UPDATE outbox SET state = 'sent', updated_at = ?, next_attempt = NULL, last_error = NULL "
-                        "WHERE id = ?", (_iso(now), oid))
+        self._set(self.db, oid, "sent", now, next_attempt=None, last_error=None)
 
     def withdraw(self, oids: Sequence[int]) -> None:
         """Take back editions queued as `sending` but never handed over (the run is stopping): as if

@@ -448,7 +448,7 @@ class PapersMixin:
             "digests": q("SELECT COUNT(*) FROM digests"),
             "entries": q("SELECT COUNT(*) FROM paper_digests"),
             "papers": q("SELECT COUNT(*) FROM papers"),
-            "subscribers": q("SELECT COUNT(*) FROM subscribers WHERE active = 1"),
+            "subscribers": self.active_count(),
             "messages_sent": q("SELECT COUNT(DISTINCT message_id) FROM deliveries"),
             "papers_sent": q("SELECT COUNT(*) FROM deliveries"),
         }
