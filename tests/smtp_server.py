@@ -130,6 +130,10 @@ class Recorder:
     # DATA handlers running at once (a message arrived, its answer not yet sent): now and at most.
     in_data: int = 0
     most_in_data: int = 0
+    # Connections with a message under way (MAIL taken, its data not yet all in), and the most of
+    # them seen while a message that had all arrived waited for its answer.
+    open_envelopes: set[int] = field(default_factory=set)
+    most_open_while_in_data: int = 0
     _hits: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -180,6 +184,7 @@ class Recorder:
             return await self._act(server, fault)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        self.open_envelopes.add(server.session_number)
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
@@ -193,6 +198,7 @@ class Recorder:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        self.open_envelopes.discard(server.session_number)
         received = Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.original_content))
         self.data_attempts.append(received)
         fault = self._fault("DATA", list(envelope.rcpt_tos))
@@ -204,6 +210,7 @@ class Recorder:
         try:
             if self.data_delay:
                 await asyncio.sleep(self.data_delay)
+            self.most_open_while_in_data = max(self.most_open_while_in_data, len(self.open_envelopes))
         finally:
             self.in_data -= 1
         return "250 2.0.0 OK"
@@ -233,6 +240,8 @@ def _recorded(verb: str) -> Any:
         self.event_handler.commands.append(verb)
         self.event_handler.command_log.append((verb, _over_tls(self)))
         self.event_handler.sessions[self.session_number].append((verb, _over_tls(self)))
+        if verb in ("RSET", "QUIT"):
+            self.event_handler.open_envelopes.discard(self.session_number)
         await base(self, arg)
 
     return method

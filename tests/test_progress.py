@@ -61,3 +61,15 @@ def test_progress_bar_on_a_terminal(tmp_path):
     text = seen.decode(errors="replace")
     assert "\x1b[" in text  # a terminal gets rich's rendering
     assert "reading digests" in text and "delivering" in text  # the bars, drawn while working
+
+
+def test_version_is_looked_up_only_when_asked_for():
+    # The package's version comes from its installed metadata, which costs every start: only --version reads it.
+    import digestmail
+
+    out = subprocess.run([sys.executable, "-m", "digestmail", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout == f"digestmail, version {digestmail.__version__}\n"
+    probe = ("import sys, digestmail.cli; "
+             "print(sorted(m for m in ('importlib.metadata', 'rich', 'feedparser') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"  # none of these load for a run that needs none of them

@@ -1,10 +1,15 @@
 """The two body passes of aiosmtplib, replaced by C-speed equivalents (smtp._LineEndings/_LeadingDots), and
 the address quoting of MAIL and RCPT with a fast path for plain addresses:
-same bytes out as aiosmtplib's own regexes for any input, and a real server receives what was meant."""
+same bytes out as aiosmtplib's own regexes for any input, and a real server receives what was meant.
+And the bodies of several connections travel at once: only the dot that ends one waits for the
+message before it to be recorded."""
 
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +17,7 @@ from hypothesis import strategies as st
 from digestmail import smtp
 from digestmail.config import SmtpSettings
 from digestmail.message import Envelope
+from digestmail.transport import Outgoing
 
 from .smtp_server import HOST, SmtpServer
 
@@ -133,3 +139,75 @@ def test_quote_address_equals_aiosmtplibs(address):
     except ValueError as exc:
         got = type(exc)
     assert got == expected
+
+
+class _HoldingServer:
+    """A bare SMTP server on two connections, offering PIPELINING, that answers the first ending dot
+    (on either connection) only once the other connection's whole body has arrived, or after
+    `patience` seconds. A client that sends a body only after the message before it got its 250
+    keeps it waiting out its patience."""
+
+    def __init__(self, patience: float = 3.0) -> None:
+        self.patience = patience
+        self.bodies = (threading.Event(), threading.Event())  # each connection's body has arrived
+        self.lock = threading.Lock()
+        self.first = True
+        self.held_for: float | None = None
+        self.server = socket.create_server((HOST, 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        for n in range(2):
+            conn, _ = self.server.accept()
+            threading.Thread(target=self._session, args=(conn, n), daemon=True).start()
+
+    def _session(self, conn: socket.socket, n: int) -> None:
+        f = conn.makefile("rwb")
+
+        def say(*lines: str) -> None:
+            f.write(b"".join(line.encode() + b"\r\n" for line in lines))
+            f.flush()
+
+        say("220 holding")
+        while line := f.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                say("250-holding", "250-PIPELINING", "250 8BITMIME")
+            elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                say("250 ok")
+            elif verb == b"DATA":
+                say("354 go on")
+                while (chunk := f.readline()) != b".\r\n":
+                    if chunk == b"-- end of body --\r\n":
+                        self.bodies[n].set()
+                with self.lock:
+                    first, self.first = self.first, False
+                if first:  # the first verdict waits for the other connection's body
+                    start = time.monotonic()
+                    self.bodies[1 - n].wait(self.patience)
+                    self.held_for = time.monotonic() - start
+                say("250 queued")
+            elif verb == b"QUIT":
+                say("221 bye")
+                break
+        conn.close()
+
+
+def test_a_body_goes_out_while_another_message_waits_for_its_verdict():
+    # Only the dot that ends a message waits for the one before it to be recorded (the crash window
+    # stays one message); the bodies of other connections are on their way meanwhile.
+    server = _HoldingServer()
+    settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
+                             timeout=10, ca_file=None, max_connections=2)
+    client = smtp.SmtpTransport(settings_)
+    body = b"Subject: held\r\n\r\n" + b"line of the body\r\n" * 2000 + b"-- end of body --\r\n"
+    outcomes: list[tuple[str, object]] = []
+    try:
+        client.send_many([Outgoing(Envelope("papers@example.org", (f"r{i}@example.org",)), f"k{i}", body,
+                                   ready=True) for i in range(2)],
+                         lambda item, error: outcomes.append((item.key, error)))
+    finally:
+        client.close()
+    assert sorted(outcomes) == [("k0", None), ("k1", None)]
+    assert server.held_for is not None and server.held_for < 2.0  # the second body came, not the patience

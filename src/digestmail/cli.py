@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from . import __version__, pipeline, progress, render
+from . import pipeline, progress, render
 from .config import Config, config_path, load_config
 from .errors import ConfigError, DigestmailError, RuleError
 from .index import PaperIndex
@@ -49,6 +49,15 @@ def _parse_now(value: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
+def _version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    """click's version_option, but the version is only looked up when asked for."""
+    if value and not ctx.resilient_parsing:
+        from . import __version__
+
+        click.echo(f"digestmail, version {__version__}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_option", metavar="PATH",
               help="Config file [default: $DIGESTMAIL_CONFIG or ./digestmail.toml].")
@@ -56,7 +65,8 @@ def _parse_now(value: str | None) -> dt.datetime:
 @click.option("--now", metavar="ISO", help="Act as if the clock read this (tests, replays); default: now.")
 @click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True,
               help="Log lines for people, or one JSON object per line for log collectors.")
-@click.version_option(__version__, prog_name="digestmail")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and exit.")
 @click.pass_context
 def cli(ctx: click.Context, config_option: str | None, verbose: bool, now: str | None, log_format: str) -> None:
     """Turn paper digests into one personalised email per subscriber, never a paper twice."""

@@ -183,10 +183,15 @@ class _Pipelined:
                 raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipients[k - 1])
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
-    async def message(self, data: bytes) -> None:
-        """The message after DATA's 354: `data` is ready for DATA (CRLF only, no line starting with ".")."""
+    def body(self, data: bytes) -> None:
+        """The message after DATA's 354, all but the dot that ends it: `data` is ready for DATA (CRLF
+        only, no line starting with "."). Nothing waits here; the server takes nothing until `end`."""
+        self.protocol.write(data)  # type: ignore[union-attr]
+
+    async def end(self) -> None:
+        """The dot that ends the message, and the server's verdict on it."""
         self.protocol._response_pending = True  # type: ignore[union-attr]
-        self.protocol.write(data + b".\r\n")  # type: ignore[union-attr]
+        self.protocol.write(b".\r\n")  # type: ignore[union-attr]
         got: list[aiosmtplib.SMTPResponse] = []
         await self.replies(1, got)
         if got[0].code != 250:
@@ -271,6 +276,13 @@ class SmtpTransport:
                 raise DeliveryError("refusing to log in over a connection without TLS", where=s.host)
             assert self.password is not None
             await client.login(s.username, self.password)
+        if client.is_ehlo_or_helo_needed:
+            # Now rather than in the first MAIL (as aiosmtplib would): the extensions must be known
+            # before a connection's first message, or it never goes pipelined.
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
         return client
 
     async def _ready(self, slot: int) -> aiosmtplib.SMTP:
@@ -317,7 +329,10 @@ class SmtpTransport:
                     and all(map(_PLAIN_ADDRESS.fullmatch, (envelope.sender, *envelope.recipients)))):
                 piped = _Pipelined(client)
                 await piped.envelope(envelope.sender, envelope.recipients, len(data) if sized else None)
-                message = functools.partial(piped.message, data)
+                # The body goes now, on every connection at once; only its ending dot waits for the
+                # lock (a message is the server's at the dot, not before).
+                piped.body(data)
+                message = piped.end
             else:
                 await client.mail(envelope.sender, options=[f"SIZE={len(data)}"] if sized else [], timeout=None)
                 for recipient in envelope.recipients:

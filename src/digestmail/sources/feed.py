@@ -18,8 +18,6 @@ import re
 import time
 from typing import Any
 
-import feedparser
-
 from ..errors import DigestError
 from ..models import Digest, Entry
 from ._text import arxiv_id, collapse, decode, first_arxiv_id, github_in, html_to_text, latest_not_after, lines_of
@@ -109,6 +107,8 @@ def parse(data: str | bytes, today: dt.date) -> Digest:
         raise DigestError("not an RSS or Atom feed (no <feed>, <rss> or <rdf:RDF> root)")
     # Re-encode the decoded text so a wrong encoding declaration cannot garble it a second time.
     body = re.sub(r"^\s*<\?xml[^>]*\?>", '<?xml version="1.0" encoding="utf-8"?>', text, count=1)
+    import feedparser  # here: ~25 ms to import, and most runs read no feed
+
     parsed = feedparser.parse(io.BytesIO(body.encode("utf-8")))
     if parsed.get("bozo"):
         reason = parsed.get("bozo_exception")
