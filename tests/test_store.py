@@ -431,3 +431,23 @@ def test_outbox_lookups_go_through_an_index(tmp_path):
         assert len(plans) >= 9
         scans = {sql: plan for sql, plan in plans.items() if any(p in ("SCAN outbox", "SCAN o") for p in plan)}
         assert scans == {}
+
+
+def test_taken_papers_of_a_batch_are_each_subscribers_own(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B", "C", "D", "E"), NOW)
+        store.sync_subscribers([Subscriber(f"{n}@example.org") for n in "abcd"], NOW)
+        (sa, _), (sb, _), (sc, _), (sd, _) = store.active_subscribers()
+        a, b, c, d, e = [p.id for p in unsent(store, sa)]
+        e1, e2, e3, e4 = store.queue_editions([Queued("e1", sa, "m1@x.org", NOW, (a, b)),  # sent: the ledger
+                                               Queued("e2", sa, "m2@x.org", NOW, (c,)),  # on its way
+                                               Queued("e3", sb, "m3@x.org", NOW, (b, e)),  # failed: free again
+                                               Queued("e4", sc, "m4@x.org", NOW, (d,))], sending=True)
+        store.mark_sent(e1, NOW)
+        store.mark_failed(e3, NOW, "550 no")
+        store.mark_deferred(e4, NOW, NOW, "451 later")
+        ids = [sa, sb, sc, sd]
+        assert store.taken_papers_of(ids) == {sa: {a, b, c}, sc: {d}}
+        assert store.taken_papers_of(ids) == {s: store.taken_papers(s) for s in ids if store.taken_papers(s)}
+        assert store.taken_papers_of(ids, from_paper_id=b + 1) == {sa: {c}, sc: {d}}  # the ledger from there on
+        assert store.taken_papers_of([sd]) == {}

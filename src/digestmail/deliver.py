@@ -226,11 +226,12 @@ class Deliverer:
 
     def _new_batch(self, batch: list[tuple[int, Subscriber]], key_of: Callable[[Subscriber], str] | None
                    ) -> list[Job]:
-        """Look up, choose and queue a batch of subscribers' editions: three statements for the batch
-        instead of three per subscriber."""
+        """Look up, choose and queue a batch of subscribers' editions: four statements for the batch
+        instead of four per subscriber."""
         keys = [key_of(sub) if key_of else edition_key(sub.email, self.now) for _, sub in batch]
         existing = self.store.existing_editions(keys)
         suppressed = self.store.suppressed_among([sub.email for _, sub in batch])
+        taken = self.store.taken_papers_of([sid for sid, _ in batch], self.builder.first_id)
         chosen: list[tuple[Queued, Edition, int]] = []
         for (sid, sub), key in zip(batch, keys):
             if key in existing or sid in self.touched:
@@ -239,7 +240,7 @@ class Deliverer:
                 self.report.add("skipped", {"email": sub.email, "reason": f"suppressed ({reason})"})
                 continue
             try:
-                choice = self.builder.choose(self.store, sid, sub)
+                choice = self.builder.choose(self.store, sid, sub, taken.get(sid, ()))
             except DigestmailError as exc:  # one subscriber's trouble never stops the others
                 self._could_not(sub, exc)
                 continue

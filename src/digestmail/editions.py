@@ -8,7 +8,7 @@ building are compose.py's (Recipe, Composer), which a build process imports with
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .compose import Composer, Recipe, message_id
 from .config import Config
@@ -40,14 +40,15 @@ class Builder:
         """A builder over every paper some active subscriber may still get (the widest window)."""
         return cls(config, store.candidate_papers(store.earliest_window(now)), now)
 
-    def choose(self, store: Store, sid: int, sub: Subscriber) -> Choice:
-        """This subscriber's picks now: matching candidates, less what the ledger says they had."""
+    def choose(self, store: Store, sid: int, sub: Subscriber, taken: Iterable[int] | None = None) -> Choice:
+        """This subscriber's picks now: matching candidates, less what the ledger says they had
+        (`taken`, when looked up already for a batch: Store.taken_papers_of from `first_id`)."""
         mask = self.selector.candidates(sub)
         if not mask:
             return Choice(skipped="no matching papers")
         # Sent, or already in an edition on its way (queued, deferred): never picked twice.
         position = self.index.position
-        for paper_id in store.taken_papers(sid, self.first_id):
+        for paper_id in store.taken_papers(sid, self.first_id) if taken is None else taken:
             at = position.get(paper_id)
             if at is not None:
                 mask &= ~(1 << at)

@@ -149,11 +149,23 @@ class OutboxMixin:
         """Papers this subscriber was sent, or that wait in an edition on its way to them (queued,
         sending, deferred): never picked again. Only ids from `from_paper_id` on: a run's candidates
         are recent papers, and the ledger's key (subscriber, paper) makes that a short range scan."""
-        return {p for (p,) in self.db.execute(
-            "SELECT paper_id FROM deliveries WHERE subscriber_id = ? AND paper_id >= ? UNION ALL "
-            "SELECT op.paper_id FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id "
-            f"WHERE o.subscriber_id = ? AND o.state IN ({','.join('?' * len(PENDING))})",
-            (subscriber_id, from_paper_id, subscriber_id, *PENDING))}
+        return self.taken_papers_of([subscriber_id], from_paper_id).get(subscriber_id, set())
+
+    def taken_papers_of(self, subscriber_ids: Sequence[int], from_paper_id: int = 0) -> dict[int, set[int]]:
+        """taken_papers for a batch of subscribers in one statement (a delivery chooses a batch at a
+        time): subscriber id → papers, for those that have any."""
+        out: dict[int, set[int]] = {}
+        marks = ",".join("?" * len(subscriber_ids))
+        for sid, paper in self.db.execute(
+                f"SELECT subscriber_id, paper_id FROM deliveries WHERE subscriber_id IN ({marks}) AND paper_id >= ? "
+                "UNION ALL SELECT o.subscriber_id, op.paper_id FROM outbox o JOIN outbox_papers op ON op.outbox_id = o.id "
+                f"WHERE o.subscriber_id IN ({marks}) AND o.state IN ({','.join('?' * len(PENDING))})",
+                (*subscriber_ids, from_paper_id, *subscriber_ids, *PENDING)):
+            found = out.get(sid)
+            if found is None:
+                found = out[sid] = set()
+            found.add(paper)
+        return out
 
     def sent_since(self, moment: dt.datetime) -> int:
         """Editions marked sent at or after `moment` (what an hourly sending limit counts)."""
