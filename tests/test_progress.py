@@ -73,3 +73,15 @@ def test_version_is_looked_up_only_when_asked_for():
              "print(sorted(m for m in ('importlib.metadata', 'rich', 'feedparser') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"  # none of these load for a run that needs none of them
+
+
+def test_plain_log_lines_read_as_the_standard_formatter_writes_them():
+    import logging
+
+    from digestmail.progress import PlainFormatter
+
+    ours, standard = PlainFormatter(), logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0004, 1_700_000_001.5, 1_800_000_000.25):
+        record = logging.LogRecord("digestmail", logging.INFO, __file__, 1, "sent %d papers to %s", (10, "a@x.org"), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        assert ours.format(record) == standard.format(record)

@@ -24,8 +24,17 @@ class IngestResult:
     updated_papers: int = 0  # replacements of known papers (arXiv listings)
 
 
+_last_iso: tuple[object, str] = (None, "")
+
+
 def _iso(moment: dt.datetime | dt.date) -> str:
-    return moment.isoformat()
+    # A run stamps every row with the same `now`: its text is kept (by identity; datetimes are immutable).
+    global _last_iso
+    if _last_iso[0] is moment:
+        return _last_iso[1]
+    text = moment.isoformat()
+    _last_iso = (moment, text)
+    return text
 
 
 def _json_list(values: tuple[str, ...]) -> str:
