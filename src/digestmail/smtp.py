@@ -210,10 +210,11 @@ def _failed(reply: aiosmtplib.SMTPResponse, k: int, n: int) -> bool:
 class SmtpTransport:
     """A pool of up to `max_connections` persistent SMTP connections; TLS as configured, never downgraded.
 
-    `send_many` keeps every connection busy: envelopes (MAIL, RCPT) go out on all of them at once,
-    but only one message at a time is between the end of its DATA and the caller's `done`, which
-    records the server's 250. So a crash can leave at most one message accepted but not recorded
-    (at most one duplicate per crash), however many connections are open.
+    `send_many` keeps every connection busy: envelopes (MAIL, RCPT) and, where pipelined, the bodies
+    go out on all of them at once, but only one message at a time is between the dot that ends its
+    DATA and the caller's `done`, which records the server's 250. So a crash can leave at most one
+    message accepted but not recorded (at most one duplicate per crash), however many connections
+    are open.
 
     The pipeline is synchronous; this class owns an event loop so `async` stays at this edge.
     """
