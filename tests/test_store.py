@@ -451,3 +451,37 @@ def test_taken_papers_of_a_batch_are_each_subscribers_own(tmp_path):
         assert store.taken_papers_of(ids) == {s: store.taken_papers(s) for s in ids if store.taken_papers(s)}
         assert store.taken_papers_of(ids, from_paper_id=b + 1) == {sa: {c}, sc: {d}}  # the ledger from there on
         assert store.taken_papers_of([sd]) == {}
+
+
+def test_the_last_hours_sends_and_the_latest_failures_are_read_by_time_not_all_of_them(tmp_path):
+    """The hourly limit's count and status's latest failures read a range of outbox_due (state, no next
+    attempt, time), never every sent or failed edition ever; a store from before 0018 gets its sent and
+    failed editions' next attempts cleared, so none drops out of that range."""
+    path = tmp_path / "old.sqlite3"
+    db = _store_before(path, "0017_outbox_due_without_sending")
+    db.execute("INSERT INTO subscribers (id, email, name, topics, query, max_papers, joined_at) "
+               "VALUES (1, 'a@example.org', '', '[]', '', 5, ?)", (NOW.isoformat(),))
+    hour = dt.timedelta(hours=1)
+    rows = [(i, f"e{i}", f"m{i}@x.org", state, (NOW - age).isoformat(), next_attempt)
+            for i, (state, age, next_attempt) in enumerate([
+                ("sent", 3 * hour, None), ("sent", hour / 2, None), ("sent", hour / 4, NOW.isoformat()),
+                ("failed", 2 * hour, NOW.isoformat()), ("failed", hour / 3, None), ("deferred", hour, NOW.isoformat())],
+                start=1)]
+    db.executemany("INSERT INTO outbox (id, edition_key, subscriber_id, message_id, created_at, state, attempts, "
+                   "next_attempt, updated_at) VALUES (?, ?, 1, ?, ?, ?, 1, ?, ?)",
+                   [(i, k, m, at, state, nxt, at) for i, k, m, state, at, nxt in rows])
+    db.close()
+    with Store(path) as store:
+        assert store.sent_since(NOW - hour) == 2  # both recent ones, the one with a stale next attempt too
+        assert [f["at"] for f in store.failures()] == [rows[4][4], rows[3][4]]  # newest first
+        assert store.counts()["messages_sent"] == 3
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        store.sent_since(NOW - hour), store.failures()
+        store.db.set_trace_callback(None)
+        sent_since, failures = ([row[-1] for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+                                for sql in statements)
+    assert sent_since == ["SEARCH outbox USING COVERING INDEX outbox_due "
+                          "(state=? AND next_attempt=? AND updated_at>?)"], sent_since
+    assert any("outbox_due (state=? AND next_attempt=?)" in step for step in failures), failures
+    assert not any("TEMP B-TREE" in step for step in failures), failures  # in the index's order: no sort

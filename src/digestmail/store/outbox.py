@@ -169,8 +169,9 @@ class OutboxMixin:
 
     def sent_since(self, moment: dt.datetime) -> int:
         """Editions marked sent at or after `moment` (what an hourly sending limit counts)."""
+        # A sent edition has no next attempt: stated, so this is a range of outbox_due (migration 0018).
         return int(self.db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_INDEXED} AND state = 'sent' AND "
-                                   "updated_at >= ?", (_iso(moment),)).fetchone()[0])
+                                   "next_attempt IS NULL AND updated_at >= ?", (_iso(moment),)).fetchone()[0])
 
     def outbox_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "sending", "sent", "deferred", "failed"), 0)
@@ -182,7 +183,8 @@ class OutboxMixin:
         """The latest failed editions with their addresses and errors, for the report and status."""
         return [{"email": e, "error": err, "at": at} for e, err, at in self.db.execute(
             "SELECT s.email, o.last_error, o.updated_at FROM outbox o JOIN subscribers s ON s.id = o.subscriber_id "
-            f"WHERE o.{_INDEXED} AND o.state = 'failed' ORDER BY o.updated_at DESC LIMIT ?", (limit,))]
+            f"WHERE o.{_INDEXED} AND o.state = 'failed' AND o.next_attempt IS NULL ORDER BY o.updated_at DESC "
+            "LIMIT ?", (limit,))]
 
     # -- suppressions --------------------------------------------------------------------------
 
