@@ -485,3 +485,15 @@ def test_the_last_hours_sends_and_the_latest_failures_are_read_by_time_not_all_o
                           "(state=? AND next_attempt=? AND updated_at>?)"], sent_since
     assert any("outbox_due (state=? AND next_attempt=?)" in step for step in failures), failures
     assert not any("TEMP B-TREE" in step for step in failures), failures  # in the index's order: no sort
+
+
+def test_the_earliest_window_is_the_oldest_joined_at_less_its_backfill(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.sync_subscribers([Subscriber(f"{n}@example.org", backfill_days=3) for n in "abc"], NOW)
+        later = NOW + dt.timedelta(days=2)
+        store.sync_subscribers([*(Subscriber(f"{n}@example.org", backfill_days=3) for n in "abc"),
+                                Subscriber("d@example.org", backfill_days=10),  # joins later, reaches further back
+                                Subscriber("e@example.org", backfill_days=0)], later)
+        assert store.earliest_window(later + dt.timedelta(days=5)) == later - dt.timedelta(days=10)
+        store.sync_subscribers([Subscriber(f"{n}@example.org", backfill_days=3) for n in "abce"], later)  # d leaves
+        assert store.earliest_window(later) == NOW - dt.timedelta(days=3)

@@ -299,7 +299,10 @@ class PapersMixin:
     def earliest_window(self, now: dt.datetime) -> dt.datetime:
         """The oldest "papers since" any active subscriber has: joined_at less backfill_days."""
         earliest = now
-        for joined, backfill in self.db.execute("SELECT joined_at, backfill_days FROM subscribers WHERE active = 1"):
+        # DISTINCT: subscribers synced together share their joined_at, so there are few pairs to parse
+        # (10,000 parsed one by one took ~60 ms of a run's start).
+        for joined, backfill in self.db.execute(
+                "SELECT DISTINCT joined_at, backfill_days FROM subscribers WHERE active = 1"):
             earliest = min(earliest, dt.datetime.fromisoformat(joined) - dt.timedelta(days=backfill))
         return earliest
 
