@@ -28,7 +28,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def _tree(root: int) -> dict[int, tuple[int, float, int, float]]:
     """A process and all its descendants now (build processes included): pid → (RSS in kB, CPU seconds,
     peak RSS so far in kB, of the CPU seconds those in the kernel). The tree is walked through each
-    thread's /proc children list (~0.2 ms a sample), not by reading every process on the machine
+    thread's /proc children list (~0.4 ms a sample), not by reading every process on the machine
     (~5 ms, 5 % of a core at 10 samples a second, taken from the run being measured)."""
     tree: dict[int, tuple[int, float, int, float]] = {}
     todo = [root]

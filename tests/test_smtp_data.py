@@ -211,3 +211,61 @@ def test_a_body_goes_out_while_another_message_waits_for_its_verdict():
         client.close()
     assert sorted(outcomes) == [("k0", None), ("k1", None)]
     assert server.held_for is not None and server.held_for < 2.0  # the second body came, not the patience
+
+
+def test_a_server_that_says_354_after_refusing_every_recipient_gets_an_empty_message_and_stays_in_step():
+    # Some servers answer DATA with 354 even when every RCPT was refused: the pipelined client ends
+    # that message empty, reports the refusal, and the connection carries the next message.
+    got: list[bytes] = []
+    server = socket.create_server((HOST, 0))
+
+    def session() -> None:
+        conn, _ = server.accept()
+        f = conn.makefile("rwb")
+        refused = False
+
+        def say(line: str) -> None:
+            f.write(line.encode() + b"\r\n")
+            f.flush()
+
+        say("220 lenient")
+        while line := f.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                f.write(b"250-lenient\r\n250 PIPELINING\r\n")
+                f.flush()
+            elif verb == b"RCPT":
+                refused = b"gone@" in line
+                say("550 no such user" if refused else "250 ok")
+            elif verb == b"DATA":
+                say("354 go on")
+                body = b""
+                while (chunk := f.readline()) != b".\r\n":
+                    body += chunk
+                got.append(body)
+                say("554 no valid recipients" if refused else "250 queued")
+            elif verb == b"QUIT":
+                say("221 bye")
+                break
+            else:  # MAIL, RSET, NOOP
+                say("250 ok")
+        conn.close()
+
+    threading.Thread(target=session, daemon=True).start()
+    settings_ = SmtpSettings(host=HOST, port=server.getsockname()[1], security="none", username="",
+                             password_env="", timeout=10, ca_file=None, max_connections=1)
+    client = smtp.SmtpTransport(settings_)
+    outcomes: list[tuple[str, object]] = []
+    try:
+        body = b"Subject: x\r\n\r\nhello\r\n"
+        client.send_many([Outgoing(Envelope("papers@example.org", (to,)), to, body, ready=True)
+                          for to in ("gone@example.org", "here@example.org")],
+                         lambda item, error: outcomes.append((item.key, error)))
+    finally:
+        client.close()
+        server.close()
+    (gone, gone_error), (here, here_error) = outcomes
+    assert (gone, here) == ("gone@example.org", "here@example.org")
+    assert gone_error.refused and gone_error.permanent and "550" in str(gone_error)
+    assert here_error is None
+    assert got == [b"", body]  # the refused one ended empty, the next one whole

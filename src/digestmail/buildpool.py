@@ -36,8 +36,8 @@ import subprocess
 import sys
 import threading
 import traceback
-from concurrent.futures import Future
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any, BinaryIO
 
 from . import collect

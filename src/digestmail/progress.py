@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -13,16 +14,15 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 T = TypeVar("T")
-_consoles: list[Console] = []  # rich is imported on a terminal only: ~35 ms a start otherwise
 
 
+@functools.cache
 def _console() -> Console:
-    """The one rich console (on stderr) the log lines and the progress bars share."""
-    if not _consoles:
-        from rich.console import Console
+    """The one rich console (on stderr) the log lines and the progress bars share; rich is imported
+    on a terminal only (~35 ms a start otherwise)."""
+    from rich.console import Console
 
-        _consoles.append(Console(stderr=True))
-    return _consoles[0]
+    return Console(stderr=True)
 
 
 def interactive() -> bool:
@@ -31,7 +31,7 @@ def interactive() -> bool:
 
 class PlainFormatter(logging.Formatter):
     """"time LEVEL message", the time as logging.Formatter writes it, made once a second (a large run
-    logs a line per email, and formatting the time was a third of what each cost)."""
+    logs a line per email; formatting the time each time was ~1 µs of the ~8 a line cost)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(message)s")

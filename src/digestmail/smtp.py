@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import re
 import ssl
@@ -171,9 +172,10 @@ class _Pipelined:
         if any(reply.code == 421 for reply in got) or len(got) < len(lines):
             self.client.close()  # as aiosmtplib does after a 421: the server is closing
         elif failed and got[-1].code == 354:
-            # Some servers say 354 even when every RCPT was refused: an empty message ends it.
-            self.protocol.write(b".\r\n")  # type: ignore[union-attr]
-            await self.replies(1, [])
+            # Some servers say 354 even when every RCPT was refused: an empty message ends it (its
+            # verdict says nothing more than the refusal raised below).
+            with contextlib.suppress(aiosmtplib.SMTPDataError):
+                await self.end()
         if failed:
             k = failed[0]
             reply = got[k]
