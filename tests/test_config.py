@@ -168,6 +168,7 @@ def test_subscribers_csv(tmp_path):
     ("c@example.org,,nosuch,,", ":3.topics", "unknown topic"),
     ("c@example.org,,federated,,many", ":3.max_papers", "integer"),
     ("bad,,federated,,", ":3.email", "not a valid email"),
+    ("c" * 243 + "@example.org,,federated,,", ":3.email", "at most 254"),
 ])
 def test_subscribers_csv_errors_name_the_line(tmp_path, row, where, what):
     csv_path = tmp_path / "subs.csv"

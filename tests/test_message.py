@@ -349,6 +349,41 @@ def test_any_printable_display_name_round_trips(name):
     assert_encoded_words_sound(data)
 
 
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(name=st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=60, max_size=300))
+def test_any_ascii_display_name_round_trips_on_short_lines(name):
+    # Long words and long quoted names go as encoded words: no header line passes RFC 5322's 78.
+    name = re.sub(" +", " ", name).strip(" ")
+    data = build(sender=(name, "papers@example.org"), to=(name, "ada@example.org"))
+    for field in ("From", "To"):
+        assert decoded_display_name(data, field) == name
+    assert all(len(line) <= 78 for line in header_lines(data))
+    assert_encoded_words_sound(data)
+
+
+@pytest.mark.parametrize("name", ["Ada " + "x" * 200 + " Lovelace", "Lovelace, Ada " + "(Analytical Engine) " * 6,
+                                  "y" * 73], ids=["long-word", "long-quoted", "73"])
+def test_display_names_with_long_words_fit_78_octets(name):
+    data = build(sender=(name.strip(), "papers@example.org"), to=(name.strip(), "ada@example.org"))
+    for field in ("From", "To"):
+        assert decoded_display_name(data, field) == name.strip()
+    assert all(len(line) <= 78 for line in header_lines(data))
+
+
+def test_a_display_name_that_fits_stays_readable():
+    data = build(sender=("y" * 70, "papers@example.org"))
+    assert data.startswith(b"From: " + b"y" * 70 + b"\r\n <papers@example.org>\r\n")
+
+
+def test_a_word_no_header_line_can_hold_is_refused():
+    # An address is never split, and one of 1,000 characters cannot fit in RFC 5322's 998.
+    with pytest.raises(HeaderError, match="To header would hold a 1012-character word"):
+        build(to=("", "a" * 1000 + "@example.org"))
+    with pytest.raises(HeaderError, match="List-Unsubscribe"):
+        message.ListHeaders("Trending Papers", "digest.example.org",
+                            ("https://example.org/u/" + "t" * 1000,)).lines()
+
+
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
 def test_unicode_line_separators_are_refused(separator):
     """str.splitlines() breaks lines at these, so a header must never carry one."""

@@ -548,12 +548,18 @@ def _subscriber(raw: Any, dotted: str, where: str, topics: Mapping[str, str]) ->
     return make_subscriber(v, f"{where}: {dotted}", topics)
 
 
+MAX_ADDRESS = 254  # RFC 5321's 256-octet path, less its angle brackets
+
+
 def make_subscriber(v: Mapping[str, Any], where: str, topics: Mapping[str, str]) -> Subscriber:
     """Check one subscriber's values (from TOML or CSV) and build it; `where` prefixes every error."""
     email = v["email"].strip()
     if not _EMAIL.match(email):
         raise ConfigError(f"{email!r} is not a valid email address", where=f"{where}.email",
                           hint="an ASCII address like ada@example.org")
+    if len(email) > MAX_ADDRESS:
+        raise ConfigError(f"the address is {len(email)} characters long; an address has at most {MAX_ADDRESS} "
+                          "(RFC 5321)", where=f"{where}.email", hint="check this row for a pasting mistake")
     check_header_text(v["name"], f"{where}.name")
     for t in v["topics"]:
         if not isinstance(t, str) or t not in topics:

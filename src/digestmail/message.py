@@ -32,6 +32,7 @@ ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
 _MAX_WORD = 75  # RFC 2047: an encoded word is at most 75 characters
 _LINE = 76  # RFC 2047 lines holding encoded words; also keeps us under RFC 5322's 78
+_HARD_LINE = 998  # RFC 5322's limit for any line, CRLF not counted
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators that str.splitlines() honours.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -61,9 +62,13 @@ def check(value: str, what: str) -> str:
 
 def _plain_fits(name: str, value: str) -> bool:
     """Plain ASCII that no parser would decode, with every word fitting on a folded line."""
-    words = value.split(" ")
     return (value.isascii() and "=?" not in value and "  " not in value and value == value.strip()
-            and len(name) + 2 + len(words[0]) <= _LINE and all(len(w) + 1 <= _LINE for w in words))
+            and _words_fit(name, value.split(" ")))
+
+
+def _words_fit(name: str, words: list[str]) -> bool:
+    """Every word fits on a folded line of header `name` (the first after "Name: ")."""
+    return len(name) + 2 + len(words[0]) <= _LINE and all(len(w) + 1 <= _LINE for w in words)
 
 
 def encode_words(text: str, first_room: int = _MAX_WORD) -> list[str]:
@@ -87,10 +92,15 @@ def encode_words(text: str, first_room: int = _MAX_WORD) -> list[str]:
 
 
 def fold(name: str, tokens: list[str]) -> str:
-    """Join tokens with spaces, breaking lines before a token that would pass 76 columns."""
+    """Join tokens with spaces, breaking lines before a token that would pass 76 columns. A token is
+    never split: one that cannot fit on a line of RFC 5322's 998 octets is refused."""
     line = name + ":"
     lines = []
     for tok in tokens:
+        if len(tok) > _HARD_LINE - len(name) - 2:  # (the first line also holds "Name: ")
+            raise HeaderError(f"the {name} header would hold a {len(tok)}-character word, too long for a "
+                              f"header line (RFC 5322: {_HARD_LINE} octets)",
+                              hint="shorten the value (an address, a URL, the list name) that it comes from")
         if len(line) + 1 + len(tok) > _LINE and line != name + ":":
             lines.append(line)
             line = ""
@@ -216,11 +226,16 @@ def _phrase_tokens(header: str, name: str) -> list[str]:
     check(name, header)
     if not name:
         return []
-    if not name.isascii() or "=?" in name:
-        return encode_words(name, first_room=_LINE - len(header) - 2)
-    if _ATEXT_PHRASE.match(name):
-        return name.split(" ")
-    return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    if name.isascii() and "=?" not in name:
+        if _ATEXT_PHRASE.match(name):
+            tokens = name.split(" ")
+        else:
+            tokens = ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
+        # A word (or quoted name) too long for a folded line would pass RFC 5322's 78 octets (or
+        # even its hard 998): such a name goes as encoded words, which split anywhere.
+        if _words_fit(header, tokens):
+            return tokens
+    return encode_words(name, first_room=_LINE - len(header) - 2)
 
 
 def base64_body(text: str) -> bytes:
