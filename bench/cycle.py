@@ -74,6 +74,20 @@ def _wait_sampling(proc: subprocess.Popen[bytes], every: float = 0.1) -> dict[st
         time.sleep(every)
 
 
+def _mean_bytes(subscribers: int, papers: int, every: int = 10) -> int:
+    """The mean size of the run's own messages, for smtp-source's `-l` (smtp-sink keeps no sizes):
+    the same workload's editions, chosen as the run chooses them, every `every`-th one built here.
+    The run's messages are exactly these (the same config, papers, subscribers and moment)."""
+    from digestmail.editions import Composer
+
+    from .build import workload  # here: bench/build.py imports this module
+
+    recipe, editions = workload(subscribers, papers)
+    composer = Composer(recipe)
+    sizes = [len(composer.build(edition)[1]) for edition in editions[::every]]
+    return sum(sizes) // max(len(sizes), 1)
+
+
 def setup(folder: Path, port: int, subscribers: int, papers: int) -> Path:
     rng = random.Random(11)
     words = vocabulary()[:300]
@@ -110,10 +124,7 @@ def measure(subscribers: int = 10_000, papers: int = 1_000, reference: bool = Tr
         base.mkdir()
         setup(base, port, subscribers, papers)
         env = _with_bytecode(Path(tmp) / "pycache")
-        mean = 0
-        if reference:
-            from .smtp import messages  # smtp-sink keeps no sizes: the mean of 50 real digests' emails
-            mean = sum(map(len, messages(50))) // 50
+        mean = _mean_bytes(subscribers, papers) if reference else 0
         runs = []
         for i in range(max(repeats, 1)):
             folder = Path(tmp) / f"run{i}"
