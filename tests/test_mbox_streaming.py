@@ -33,6 +33,62 @@ def write_mbox(path: Path, n: int) -> Path:
     return path
 
 
+def write_digests(path: Path, digests: list[tuple[str, list[tuple[str, str]]]]) -> Path:
+    """An mbox of trending-papers digests: (date line, papers) each."""
+    with path.open("wb") as out:
+        for i, (day, papers) in enumerate(digests):
+            out.write(f"From papers@example.org Fri Nov 20 07:00:00 2026\nFrom: papers@example.org\n"
+                      f"Subject: Papers {i}\nDate: Fri, 20 Nov 2026 07:00:00 +0000\n"
+                      f"Content-Type: text/plain; charset=utf-8\n\n{trending(day, papers)}\n".encode())
+    return path
+
+
+def test_digests_past_those_held_in_memory_are_stored_in_date_order_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "HELD", 2)  # four of the six wait in the temporary file
+    days = [f"Nov {d}" for d in (6, 2, 5, 1, 4, 3)]
+    box = write_digests(tmp_path / "days.mbox", [(day, [(f"Paper of {day}", f"Abstract of {day}.")])
+                                                  for day in days])
+    with Store(tmp_path / "s.sqlite3") as store:
+        report, _ = pipeline.ingest(store, [box], NOW)
+        assert [f.status for f in report.files] == ["ingested"] * 6
+        assert [f.digest_date for f in report.files] == [f"2026-11-0{day[-1]}" for day in days]  # as read
+        stored = sorted(store.papers_seen_since(None), key=lambda p: p.id)
+        assert [p.title for p in stored] == [f"Paper of Nov {d}" for d in range(1, 7)]  # oldest digest first
+
+
+def test_an_ingest_holds_a_bounded_number_of_parsed_digests(tmp_path, monkeypatch):
+    # Digests of 20 papers with long abstracts (~50 KB each once parsed, like a Hugging Face day): past
+    # HELD of them, the rest wait pickled in a temporary file, not in memory.
+    monkeypatch.setattr(pipeline, "HELD", 4)
+    papers = [(f"{k} Paper on robots", " ".join(["robots cook dinner"] * 80) + f" {k}.") for k in range(20)]
+    one = write_digests(tmp_path / "one.mbox", [("Nov 20", papers)])
+    tracemalloc.start()
+    try:
+        (unit,) = read_units([one])
+        digest = pipeline.sources.parse_digest(unit.data, NOW.date())
+        del unit
+        held_one = tracemalloc.get_traced_memory()[0]
+        del digest
+    finally:
+        tracemalloc.stop()
+    n = 80
+    # A number at both ends of every title: each paper is its own, not a candidate match of the others.
+    box = write_digests(tmp_path / "many.mbox", [(f"Nov {1 + i % 28}", [(f"{i} {t} {i}", a) for t, a in papers])
+                                                  for i in range(n)])
+    with Store(tmp_path / "s.sqlite3") as store:
+        tracemalloc.start()
+        try:
+            report, _ = pipeline.ingest(store, [box], NOW)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert [f.status for f in report.files] == ["ingested"] * n
+        assert store.counts()["papers"] == 20 * n
+    # All of them held would be 80 digests' worth (measured: ~75); HELD of them, the one being stored
+    # and the reports of all 80 are ~14.
+    assert peak < 20 * held_one, (peak, held_one)
+
+
 def test_a_large_mbox_is_ingested_message_by_message(tmp_path):
     n = 2000
     box = write_mbox(tmp_path / "big.mbox", n)

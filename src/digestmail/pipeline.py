@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import logging
+import pickle
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from . import admin, message, sources
 from .config import Config, ImapSettings, iter_subscribers_file, parse_address
@@ -178,6 +181,46 @@ def _store(store: Store, report: FileReport, digest: Digest | None, unit: Unit, 
              len(digest.entries), result.new_papers)
 
 
+HELD = 64  # parsed digests an ingest keeps in memory; later ones wait in a temporary file
+
+
+class _Parked:
+    """Parsed digests waiting to be stored in date order: the first HELD in memory, the rest pickled
+    into a temporary file, so that a batch of years of digests (an archive's mbox) does not sit in
+    memory whole (~60 KB a Hugging Face day). Each is let go once taken."""
+
+    def __init__(self) -> None:
+        self.held: list[Digest | None] = []
+        self.limit = HELD
+        self.spilled: list[tuple[int, int]] = []  # (offset, length) in `file`
+        self.file: IO[bytes] | None = None
+
+    def park(self, digest: Digest) -> int:
+        if len(self.held) < self.limit:
+            self.held.append(digest)
+            return len(self.held) - 1
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(prefix="digestmail-ingest-")
+        data = pickle.dumps(digest, pickle.HIGHEST_PROTOCOL)
+        self.spilled.append((self.file.seek(0, io.SEEK_END), len(data)))
+        self.file.write(data)
+        return self.limit + len(self.spilled) - 1
+
+    def take(self, n: int) -> Digest:
+        if n < self.limit:
+            digest, self.held[n] = self.held[n], None
+            assert digest is not None, "a parked digest is taken once"
+            return digest
+        assert self.file is not None
+        offset, length = self.spilled[n - self.limit]
+        self.file.seek(offset)
+        return pickle.loads(self.file.read(length))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def ingest(store: Store, paths: Iterable[Path], now: dt.datetime, progress: Progress[Any] = no_progress,
            *, source: str = "files") -> tuple[IngestReport, dict[Path, list[FileReport]]]:
     """Parse every unit, then store the good ones oldest digest first; a bad one never stops the rest.
@@ -186,17 +229,24 @@ def ingest(store: Store, paths: Iterable[Path], now: dt.datetime, progress: Prog
     caller can archive each file by what became of it.
     """
     files = list(paths)
-    parsed: list[tuple[FileReport, Digest | None, Unit]] = []
-    for unit in progress(read_units(files), len(files), "reading digests"):
-        report, digest = _parse(unit, now.date())
-        parsed.append((report, digest, Unit(unit.label, unit.origin, b"", unit.sha256)))  # drop the bytes
-    # Digest-date order, so "first seen" and the ledger follow the digests' own chronology.
-    for report, digest, unit in sorted(parsed, key=lambda t: (t[1].date if t[1] else dt.date.min, t[0].path)):
-        _store(store, report, digest, unit, now, source)
+    # Per unit: its report, its digest's date, where its parsed digest is parked (None: rejected).
+    parsed: list[tuple[FileReport, dt.date, int | None, Unit]] = []
+    parked = _Parked()
+    try:
+        for unit in progress(read_units(files), len(files), "reading digests"):
+            report, digest = _parse(unit, now.date())
+            parsed.append((report, digest.date if digest else dt.date.min,
+                           parked.park(digest) if digest else None,
+                           Unit(unit.label, unit.origin, b"", unit.sha256)))  # drop the bytes
+        # Digest-date order, so "first seen" and the ledger follow the digests' own chronology.
+        for report, _, at, unit in sorted(parsed, key=lambda t: (t[1], t[0].path)):
+            _store(store, report, parked.take(at) if at is not None else None, unit, now, source)
+    finally:
+        parked.close()
     by_file: dict[Path, list[FileReport]] = {}
-    for report, _, unit in parsed:
+    for report, _, _, unit in parsed:
         by_file.setdefault(unit.origin, []).append(report)
-    return IngestReport([r for r, _, _ in parsed]), by_file
+    return IngestReport([r for r, _, _, _ in parsed]), by_file
 
 
 def ingest_imap(store: Store, settings: ImapSettings, now: dt.datetime) -> IngestReport:
