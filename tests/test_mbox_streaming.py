@@ -141,3 +141,21 @@ def test_a_file_level_error_leaves_the_messages_read_and_names_the_file(tmp_path
     units = list(read_units([missing, folder]))
     assert [u.label for u in units] == [str(missing), str(folder)]
     assert all(u.error.startswith("cannot read the file") and not u.data for u in units)
+
+
+def test_reading_progress_counts_files_not_messages(tmp_path):
+    box = write_mbox(tmp_path / "five.mbox", 5)
+    page = tmp_path / "page.txt"
+    page.write_text(trending("Nov 21", [("A page's paper", "Its abstract.")]), encoding="utf-8")
+    seen: list[tuple[int | None, int]] = []
+
+    def progress(items, total, label):
+        count = 0
+        for count, item in enumerate(items, start=1):
+            yield item
+        seen.append((total, count))
+
+    with Store(tmp_path / "s.sqlite3") as store:
+        report, _ = pipeline.ingest(store, [box, page], NOW, progress)
+    assert len(report.files) == 6
+    assert seen == [(2, 2)]  # two files of two, not six messages of two

@@ -233,11 +233,12 @@ def ingest(store: Store, paths: Iterable[Path], now: dt.datetime, progress: Prog
     parsed: list[tuple[FileReport, dt.date, int | None, Unit]] = []
     parked = _Parked()
     try:
-        for unit in progress(read_units(files), len(files), "reading digests"):
-            report, digest = _parse(unit, now.date())
-            parsed.append((report, digest.date if digest else dt.date.min,
-                           parked.park(digest) if digest else None,
-                           Unit(unit.label, unit.origin, b"", unit.sha256)))  # drop the bytes
+        for path in progress(files, len(files), "reading digests"):  # by file: an mbox counts once
+            for unit in read_units([path]):
+                report, digest = _parse(unit, now.date())
+                parsed.append((report, digest.date if digest else dt.date.min,
+                               parked.park(digest) if digest else None,
+                               Unit(unit.label, unit.origin, b"", unit.sha256)))  # drop the bytes
         # Digest-date order, so "first seen" and the ledger follow the digests' own chronology.
         for report, _, at, unit in sorted(parsed, key=lambda t: (t[1], t[0].path)):
             _store(store, report, parked.take(at) if at is not None else None, unit, now, source)
