@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +110,33 @@ def test_ledger_hides_sent_papers(tmp_path):
         assert [p.key for p in unsent(store, sa)] == ["title:b"]
         assert [p.key for p in unsent(store, sb)] == ["title:a", "title:b"]
         assert store.counts()["messages_sent"] == 1
+
+
+def test_papers_sent_is_the_ledger_count(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        store.add_digest("a.txt", "sha-a", digest("A", "B", "C"), NOW)
+        store.sync_subscribers([Subscriber("a@example.org", topics=("t",)),
+                                Subscriber("b@example.org", topics=("t",))], NOW)
+        (sa, _), (sb, _) = store.active_subscribers()
+        a, b, c = sorted(p.id for p in unsent(store, sa))
+        assert store.counts()["papers_sent"] == 0
+        for key, sid, ids in (("e1", sa, [a, b]), ("e2", sb, [a]), ("e3", sa, [b, c])):  # e3: b again, ignored
+            oid = store.queue_edition(key, sid, f"{key}@example.org", NOW, ids)
+            store.mark_sending(oid, NOW)
+            store.mark_sent(oid, NOW)
+        (ledger,) = store.db.execute("SELECT COUNT(*) FROM deliveries").fetchone()
+        assert ledger == 4 and store.counts()["papers_sent"] == 4
+
+
+def test_nothing_deletes_from_the_ledger():
+    # counts()["papers_sent"] reads the ledger's largest rowid as its count: that holds only while
+    # rows are never deleted or replaced.
+    source = Path(__file__).parents[1] / "src" / "digestmail"
+    for path in source.rglob("*.py"):
+        text = re.sub(r"\s+", " ", path.read_text(encoding="utf-8")).upper()
+        for statement in ("DELETE FROM DELIVERIES", "REPLACE INTO DELIVERIES", "OR REPLACE INTO DELIVERIES",
+                          "UPDATE DELIVERIES", "DROP TABLE DELIVERIES"):
+            assert statement not in text, (path, statement)
 
 
 def test_unopenable_store_is_a_clear_error(tmp_path):
