@@ -184,3 +184,10 @@ def test_subscribers_csv_unknown_column(tmp_path):
     config = load(tmp_path, 'subscribers_file = "subs.csv"\n' + BASE)
     with pytest.raises(ConfigError, match="subs.csv:1"):
         list(iter_subscribers_file(config.subscribers_file, config.topics))
+
+
+def test_a_base_url_too_long_for_the_unsubscribe_header_is_refused(tmp_path):
+    web = '[web]\nsecret_env = "KEY"\nbase_url = "https://papers.example.org/{}"\n'
+    assert load(tmp_path, BASE + web.format("p" * 400)).web is not None
+    msg = error(tmp_path, BASE + web.format("p" * 500))
+    assert "web.base_url" in msg and "at most 500" in msg

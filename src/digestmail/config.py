@@ -450,11 +450,19 @@ def _render(values: Mapping[str, Any], base: Path, where: str, sender: str) -> R
     return RenderSettings(title=v["title"].strip(), templates=templates, abstract_chars=v["abstract_chars"], **urls)
 
 
+MAX_BASE_URL = 500
+
+
 def _web(values: Mapping[str, Any], where: str) -> WebSettings:
     base_url = values["web.base_url"].rstrip("/")
     if not re.match(r"^https?://[^\s/]+", base_url):
         raise ConfigError(f"{base_url!r} is not an http(s) URL", where=f"{where}: web.base_url",
                           hint="e.g. https://papers.example.org (mail clients need https for one-click)")
+    if len(base_url) > MAX_BASE_URL:
+        # Every email's List-Unsubscribe header holds it whole, with a token of ~300 characters for a
+        # 254-character address, on one line of at most 998.
+        raise ConfigError(f"the URL is {len(base_url)} characters long; at most {MAX_BASE_URL} fit in "
+                          "an email's unsubscribe header", where=f"{where}: web.base_url")
     if not values["web.secret_env"]:
         raise ConfigError("unsubscribe links need a signing key", where=f"{where}: web.secret_env",
                           hint="name an environment variable holding a long random key")
