@@ -159,3 +159,16 @@ def test_reading_progress_counts_files_not_messages(tmp_path):
         report, _ = pipeline.ingest(store, [box, page], NOW, progress)
     assert len(report.files) == 6
     assert seen == [(2, 2)]  # two files of two, not six messages of two
+
+
+def test_without_a_temporary_folder_the_digests_stay_in_memory(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(pipeline, "HELD", 1)
+    monkeypatch.setattr(pipeline.tempfile, "tempdir", str(tmp_path / "missing"))  # a folder that is not there
+    box = write_digests(tmp_path / "days.mbox", [(f"Nov {d}", [(f"Paper of Nov {d}", "An abstract.")])
+                                                  for d in (3, 1, 2)])
+    with Store(tmp_path / "s.sqlite3") as store:
+        report, _ = pipeline.ingest(store, [box], NOW)
+        assert [f.status for f in report.files] == ["ingested"] * 3
+        stored = sorted(store.papers_seen_since(None), key=lambda p: p.id)
+        assert [p.title for p in stored] == [f"Paper of Nov {d}" for d in (1, 2, 3)]
+    assert "stay in memory" in caplog.text

@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import pickle
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -200,7 +201,12 @@ class _Parked:
             self.held.append(digest)
             return len(self.held) - 1
         if self.file is None:
-            self.file = tempfile.TemporaryFile(prefix="digestmail-ingest-")
+            try:
+                self.file = tempfile.TemporaryFile(prefix="digestmail-ingest-")
+            except OSError as exc:  # no writable temporary folder: memory it is, as before
+                log.warning("cannot make a temporary file (%s); this batch's digests stay in memory", exc)
+                self.limit = sys.maxsize
+                return self.park(digest)
         data = pickle.dumps(digest, pickle.HIGHEST_PROTOCOL)
         self.spilled.append((self.file.seek(0, io.SEEK_END), len(data)))
         self.file.write(data)
