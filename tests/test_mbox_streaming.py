@@ -171,4 +171,4 @@ def test_without_a_temporary_folder_the_digests_stay_in_memory(tmp_path, monkeyp
         assert [f.status for f in report.files] == ["ingested"] * 3
         stored = sorted(store.papers_seen_since(None), key=lambda p: p.id)
         assert [p.title for p in stored] == [f"Paper of Nov {d}" for d in (1, 2, 3)]
-    assert "stay in memory" in caplog.text
+    assert "stays in memory" in caplog.text

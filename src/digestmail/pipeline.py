@@ -7,7 +7,6 @@ import hashlib
 import io
 import logging
 import pickle
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -188,37 +187,40 @@ HELD = 64  # parsed digests an ingest keeps in memory; later ones wait in a temp
 class _Parked:
     """Parsed digests waiting to be stored in date order: the first HELD in memory, the rest pickled
     into a temporary file, so that a batch of years of digests (an archive's mbox) does not sit in
-    memory whole (~60 KB a Hugging Face day). Each is let go once taken."""
+    memory whole (~60 KB a Hugging Face day). Each is let go once taken. A digest's handle is its
+    place in memory (from 0 up) or in the file (from -1 down)."""
 
     def __init__(self) -> None:
         self.held: list[Digest | None] = []
-        self.limit = HELD
         self.spilled: list[tuple[int, int]] = []  # (offset, length) in `file`
         self.file: IO[bytes] | None = None
+        self.spilling = True  # until the temporary file fails us
 
     def park(self, digest: Digest) -> int:
-        if len(self.held) < self.limit:
-            self.held.append(digest)
-            return len(self.held) - 1
-        if self.file is None:
+        if len(self.held) >= HELD and self.spilling:
             try:
-                self.file = tempfile.TemporaryFile(prefix="digestmail-ingest-")
-            except OSError as exc:  # no writable temporary folder: memory it is, as before
-                log.warning("cannot make a temporary file (%s); this batch's digests stay in memory", exc)
-                self.limit = sys.maxsize
-                return self.park(digest)
-        data = pickle.dumps(digest, pickle.HIGHEST_PROTOCOL)
-        self.spilled.append((self.file.seek(0, io.SEEK_END), len(data)))
-        self.file.write(data)
-        return self.limit + len(self.spilled) - 1
+                if self.file is None:
+                    self.file = tempfile.TemporaryFile(prefix="digestmail-ingest-")
+                data = pickle.dumps(digest, pickle.HIGHEST_PROTOCOL)
+                offset = self.file.seek(0, io.SEEK_END)
+                self.file.write(data)
+                self.file.flush()  # a full disk fails here, not when the digest is read back
+                self.spilled.append((offset, len(data)))
+                return -len(self.spilled)
+            except OSError as exc:  # no writable temporary folder, or it is full: memory it is
+                log.warning("cannot park digests in a temporary file (%s); the rest of this batch stays "
+                            "in memory", exc)
+                self.spilling = False
+        self.held.append(digest)
+        return len(self.held) - 1
 
-    def take(self, n: int) -> Digest:
-        if n < self.limit:
-            digest, self.held[n] = self.held[n], None
+    def take(self, handle: int) -> Digest:
+        if handle >= 0:
+            digest, self.held[handle] = self.held[handle], None
             assert digest is not None, "a parked digest is taken once"
             return digest
         assert self.file is not None
-        offset, length = self.spilled[n - self.limit]
+        offset, length = self.spilled[-handle - 1]
         self.file.seek(offset)
         return pickle.loads(self.file.read(length))  # type: ignore[no-any-return]
 
