@@ -63,6 +63,16 @@ def test_a_match_from_pieces_is_the_match_merged_by_hand(given_pieces):
 
 
 @given(topic_pieces)
+def test_hits_and_the_reason_need_no_merge_and_agree_with_it(given_pieces):
+    topics = tuple(t for t, _ in given_pieces)
+    parts = tuple(p for _, p in given_pieces)
+    lazy, eager = Match.of(topics, parts), merged_by_hand(topics, parts)
+    assert lazy.reason == eager.reason and set(lazy.hits()) == set(eager.spans)
+    assert lazy._merged is None  # neither merged the terms and spans
+    assert sorted(set(eager.hits())) == list(eager.spans)  # a merged match's hits are its spans
+
+
+@given(topic_pieces)
 def test_a_match_pickles_as_it_was_made(given_pieces):
     topics = tuple(t for t, _ in given_pieces)
     parts = tuple(p for _, p in given_pieces)

@@ -644,6 +644,19 @@ def test_an_override_folder_replaces_only_the_templates_it_has(tmp_path):
     assert "1. Adam" in out.text and "<mj-" not in out.html and "Adam" in visible(out.html)
 
 
+def test_an_override_can_show_the_terms_and_reason_of_a_match_of_several_topics(tmp_path):
+    # paper.terms is merged from the topics' hits only when a template reads it.
+    (tmp_path / "subject.txt.j2").write_text(
+        "{% for p in papers %}{{ p.terms|join(',') }}|{{ p.reason }}{% endfor %}", encoding="utf-8")
+    r = render.Renderer(tmp_path)
+    both = Subscriber(email="ada@example.org", name="Ada", topics=("optimizers", "federated"))
+    ed = edition([paper("Federated Adam", "An optimizer for federated training.")], both)
+    (pick,) = ed.picks
+    assert pick.match.topics == ("optimizers", "federated")
+    assert r.render(ed).subject == ("federated,adam,optimizer|topic optimizers: Adam, optimizer"
+                                    " · topic federated: Federated")
+
+
 def test_a_broken_override_fails_at_start_naming_the_file(tmp_path):
     from digestmail.errors import ConfigError
 
@@ -668,8 +681,12 @@ def test_every_template_variable_is_documented(renderer):
         assert f"`{key}`" in doc, key
     for key in ctx["subscriber"]:
         assert f"`subscriber.{key}`" in doc, key
-    for key in vars(ctx["papers"][0]):
-        assert f"`paper.{key}`" in doc, key
+    view = ctx["papers"][0]
+    properties = [name for name, value in vars(type(view)).items() if isinstance(value, property)]
+    assert "terms" in properties  # made when read
+    for key in [*vars(view), *properties]:
+        if not key.startswith("_"):  # the view's own
+            assert f"`paper.{key}`" in doc, key
     for name, cls in (("part", render.Part), ("link", render.Link), ("chip", render.Chip)):
         for f in dataclasses.fields(cls):
             assert f"`{name}.{f.name}`" in doc, f"{name}.{f.name}"

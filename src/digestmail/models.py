@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -101,11 +103,12 @@ class Match:
     per topic); `terms`, `spans` and `reason` are merged from those when first read. Selection only
     chooses, and the merging is most of what explaining costs: done lazily, it happens where the
     email is rendered (a build process, in a large run), and a Match crosses to that process as its
-    topics and pieces. Immutable, and equal to any Match with the same topics, terms, spans and
+    topics and pieces. The renderer needs less than the merge: `reason` is made on its own, and
+    `hits()` gives the pieces' hits unmerged (the renderer merges them per field anyway). Immutable, and equal to any Match with the same topics, terms, spans and
     reason, however it was made.
     """
 
-    __slots__ = ("topics", "_pieces", "_merged")
+    __slots__ = ("topics", "_pieces", "_merged", "_reason")
 
     topics: tuple[str, ...]
     _pieces: tuple[Piece, ...] | None
@@ -116,6 +119,7 @@ class Match:
         object.__setattr__(self, "topics", topics)
         object.__setattr__(self, "_pieces", None)
         object.__setattr__(self, "_merged", (terms, spans, reason))
+        object.__setattr__(self, "_reason", reason)
 
     @classmethod
     def of(cls, topics: tuple[str, ...], pieces: tuple[Piece, ...]) -> Match:
@@ -125,6 +129,7 @@ class Match:
         object.__setattr__(match, "topics", topics)
         object.__setattr__(match, "_pieces", pieces)
         object.__setattr__(match, "_merged", None)
+        object.__setattr__(match, "_reason", None)
         return match
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -136,9 +141,6 @@ class Match:
     def _merge(self) -> tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...], str]:
         pieces = self._pieces
         assert pieces is not None
-        # By position, not name: a build process gets the pieces as plain tuples (buildpool.py).
-        reasons = [(("your query" if name == "query" else f"topic {name}") + (f": {piece[3]}" if piece[3] else ""))
-                   for name, piece in zip(self.topics, pieces)]
         if len(pieces) == 1:
             terms, spans = pieces[0][0], pieces[0][2]
         else:  # each term where it first occurs in any source: the text order, then the sources' order
@@ -146,9 +148,19 @@ class Match:
                             for at, start, k, term in piece[1])
             terms = tuple(dict.fromkeys(term for *_, term in firsts))
             spans = tuple(sorted({span for piece in pieces for span in piece[2]}))
-        merged = (terms, spans, " · ".join(reasons))
+        merged = (terms, spans, self.reason)
         object.__setattr__(self, "_merged", merged)
         return merged
+
+    def hits(self) -> Iterator[tuple[str, int, int, str]]:
+        """Every (field, start, end, term) of `spans`, without merging the topics' hits first: in
+        no order, and a hit two topics share comes twice (for those that merge them anyway)."""
+        pieces = self._pieces
+        if pieces is None:
+            return iter(self.spans)
+        if len(pieces) == 1:
+            return iter(pieces[0][2])
+        return itertools.chain.from_iterable(piece[2] for piece in pieces)
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -160,7 +172,16 @@ class Match:
 
     @property
     def reason(self) -> str:
-        return (self._merged or self._merge())[2]
+        """One line for people; made on its own, without merging the terms and spans."""
+        reason = self._reason
+        if reason is None:
+            pieces = self._pieces
+            assert pieces is not None
+            # By position, not name: a build process gets the pieces as plain tuples (buildpool.py).
+            reason = " · ".join((("your query" if name == "query" else f"topic {name}")
+                                 + (f": {piece[3]}" if piece[3] else "")) for name, piece in zip(self.topics, pieces))
+            object.__setattr__(self, "_reason", reason)
+        return reason
 
     def _values(self) -> tuple[object, ...]:
         return (self.topics, *(self._merged or self._merge()))

@@ -488,6 +488,15 @@ class _Static:
     extra: str  # the same for the text part's reason line, each item's spaces NULs (never broken)
 
 
+class _PaperView(SimpleNamespace):
+    """A paper as the templates see it; `terms` (which the default templates do not show) is merged
+    from the match only when a template reads it."""
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return self._match.terms  # type: ignore[no-any-return]
+
+
 class Renderer:
     """Loads and compiles the templates once; `render()` is then cheap per subscriber.
 
@@ -643,27 +652,29 @@ class Renderer:
         title: list[tuple[int, int]] = []
         abstract: list[tuple[int, int]] = []
         author: list[tuple[int, int]] = []
-        for f, s, e, _ in m.spans:
+        # The topics' hits as they come (merge_spans merges them per field), not m.spans: merging
+        # every hit of every topic into one sorted list was ~6 % of building a message.
+        for f, s, e, _ in m.hits():
             if f == "title":
                 title.append((s, e))
             elif f == "abstract":
                 abstract.append((s, e))
             elif f == "author":
                 author.append((s, e))
-        authors, author_parts, text_authors = self._authors(static.authors, tuple(author))
+        authors, author_parts, text_authors = self._authors(static.authors, tuple(sorted(set(author))))
         topics, chips = self._topics(m.topics)
         # wrap(" · ".join([reason, *extra])), with the reason made single-spaced on its own: the
         # extra items have no whitespace to fold.
         reason = _single_spaced(m.reason)
         if static.extra:
             reason = (reason + " · " if reason else "· ") + static.extra
-        return SimpleNamespace(**static.fields, **{
+        return _PaperView(**static.fields, **{
             "title_parts": self._title_parts(static.title, merge_spans(title, len(static.title))),
             "abstract_parts": self._abstract_parts(static, merge_spans(abstract, len(static.abstract))),
             "authors": authors,
             "author_parts": author_parts,
             "topics": topics,
-            "terms": m.terms,
+            "_match": m,
             "reason": m.reason,
             "chips": [*chips, *static.chips],
             "text_authors": text_authors,
