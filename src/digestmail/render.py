@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -488,13 +487,16 @@ class _Static:
     extra: str  # the same for the text part's reason line, each item's spaces NULs (never broken)
 
 
-class _PaperView(SimpleNamespace):
-    """A paper as the templates see it; `terms` (which the default templates do not show) is merged
-    from the match only when a template reads it."""
+class _PaperView:
+    """A paper as the templates see it: attributes, not dict keys (Jinja reads those twice as fast),
+    which are its __dict__ as `_paper` made it. `terms` (which the default templates do not show) is
+    merged from the match only when a template reads it."""
+
+    _match: Match
 
     @property
     def terms(self) -> tuple[str, ...]:
-        return self._match.terms  # type: ignore[no-any-return]
+        return self._match.terms
 
 
 class Renderer:
@@ -637,16 +639,16 @@ class Renderer:
     def _make_abstract_parts(self, static: _Static, spans: tuple[tuple[int, int], ...]) -> _Shared:
         return _Shared(_split(static.abstract, spans, static.links))
 
-    def _make_authors(self, authors: tuple[str, ...], spans: tuple[tuple[int, int], ...]) -> tuple[str, _Shared, str]:
-        text, parts = short_authors(authors, spans)
+    def _make_authors(self, static: _Static, spans: tuple[tuple[int, int], ...]) -> tuple[str, _Shared, str]:
+        text, parts = short_authors(static.authors, spans)
         return text, _Shared(parts), self._text(text) if text else ""
 
     def _make_topics(self, topics: tuple[str, ...]) -> tuple[_Shared, tuple[Chip, ...]]:
         shown = ["your query" if t == "query" else t for t in topics]
         return _Shared(shown), tuple(Chip(t, "query" if t == "your query" else "topic") for t in shown)
 
-    def _paper(self, pick: Pick, limit: int) -> SimpleNamespace:
-        """A paper as the templates see it (attributes, not dict keys: Jinja reads those twice as fast)."""
+    def _paper(self, pick: Pick, limit: int) -> _PaperView:
+        """A paper as the templates see it."""
         m = pick.match
         static = self._paper_static(pick.paper, limit)
         title: list[tuple[int, int]] = []
@@ -661,14 +663,17 @@ class Renderer:
                 abstract.append((s, e))
             elif f == "author":
                 author.append((s, e))
-        authors, author_parts, text_authors = self._authors(static.authors, tuple(sorted(set(author))))
+        # Keyed by the static part (hashed by identity), not its tuple of authors, hashed anew each time.
+        authors, author_parts, text_authors = self._authors(static, tuple(sorted(set(author))) if author else ())
         topics, chips = self._topics(m.topics)
         # wrap(" · ".join([reason, *extra])), with the reason made single-spaced on its own: the
         # extra items have no whitespace to fold.
         reason = _single_spaced(m.reason)
         if static.extra:
             reason = (reason + " · " if reason else "· ") + static.extra
-        return _PaperView(**static.fields, **{
+        view = object.__new__(_PaperView)
+        view.__dict__ = {
+            **static.fields,
             "title_parts": self._title_parts(static.title, merge_spans(title, len(static.title))),
             "abstract_parts": self._abstract_parts(static, merge_spans(abstract, len(static.abstract))),
             "authors": authors,
@@ -680,7 +685,8 @@ class Renderer:
             "text_authors": text_authors,
             # "42 upvotes" and "trending in 3 digests" never break across lines.
             "text_reason": _fill(reason, "   ", "     ", TEXT_WIDTH).replace("\0", " ") if reason else "",
-        })
+        }
+        return view
 
     # -- per subscriber ---------------------------------------------------------------------------
 
