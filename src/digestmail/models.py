@@ -104,8 +104,8 @@ class Match:
     chooses, and the merging is most of what explaining costs: done lazily, it happens where the
     email is rendered (a build process, in a large run), and a Match crosses to that process as its
     topics and pieces. The renderer needs less than the merge: `reason` is made on its own, and
-    `hits()` gives the pieces' hits unmerged (the renderer merges them per field anyway). Immutable, and equal to any Match with the same topics, terms, spans and
-    reason, however it was made.
+    `hits()` gives the pieces' hits unmerged (the renderer merges them per field anyway). Immutable,
+    and equal to any Match with the same topics, terms, spans and reason, however it was made.
     """
 
     __slots__ = ("topics", "_pieces", "_merged", "_reason")
