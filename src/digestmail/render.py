@@ -130,8 +130,11 @@ def _split(text: str, merged: tuple[tuple[int, int], ...], links: Iterable[tuple
         pos = end
     if pos < len(text):
         parts.append(_part((text[pos:], False, None)))
-    links = [(s, e, u) for s, e, u in links if 0 <= s < e <= len(text)]
-    return _with_links(parts, links) if links else parts
+    if links:  # (most texts have none: no list made for them)
+        links = [(s, e, u) for s, e, u in links if 0 <= s < e <= len(text)]
+        if links:
+            return _with_links(parts, links)
+    return parts
 
 
 def _with_links(parts: list[Part], links: list[tuple[int, int, str]]) -> list[Part]:
