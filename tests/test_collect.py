@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from digestmail import collect
 
 
@@ -34,3 +36,26 @@ def test_seldom_restores_the_collector_when_the_block_fails():
     except ValueError:
         pass
     assert gc.get_threshold() == before
+
+
+def test_prompt_readers_shortens_the_switch_interval_and_restores_it():
+    import sys
+
+    from digestmail.buildpool import READER_SWITCH, prompt_readers
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        default = sys.getswitchinterval()  # (held in microseconds: read back, not compared with a float)
+        with prompt_readers():
+            assert sys.getswitchinterval() == pytest.approx(READER_SWITCH, abs=2e-6)
+        assert sys.getswitchinterval() == pytest.approx(default, abs=2e-6)
+        sys.setswitchinterval(0.0001)  # already shorter: kept
+        short = sys.getswitchinterval()
+        with prompt_readers():
+            assert sys.getswitchinterval() == short
+        with pytest.raises(RuntimeError), prompt_readers():
+            raise RuntimeError("the delivery failed")
+        assert sys.getswitchinterval() == short
+    finally:
+        sys.setswitchinterval(before)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import collect
-from .buildpool import MIN_EDITIONS, BuildPool, processes_for
+from .buildpool import MIN_EDITIONS, BuildPool, processes_for, prompt_readers
 from .config import Config, Retry
 from .editions import Builder, Recipe
 from .errors import DeliveryError, DigestmailError
@@ -291,7 +291,7 @@ def deliver_all(store: Store, config: Config, transport: Transport, now: dt.date
         pool = early_pool(config, expected, builder.recipe)
     if pool is not None:
         deliverer.use_pool(pool)
-    with collect.seldom():
+    with collect.seldom(), prompt_readers():
         try:
             _count_last_hour(store, transport, now)
             if recover:
