@@ -20,26 +20,20 @@ NOW = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
 def write_mbox(path: Path, n: int) -> Path:
     """An mbox of `n` one-paper digests; every tenth abstract starts with `From ` (quoted, or it would
     read as a separator: it follows a blank line)."""
-    with path.open("wb") as out:
-        for i in range(n):
-            # A number at both ends: every title is its own paper, in identity blocks of its own.
-            title = f"{i} Robots That Cook Dinner {i}"
-            abstract = f"From then on, robot {i} cooks." if i % 10 == 0 else f"We cook dinner number {i}."
-            body = trending("Nov 20", [(title, abstract)]).replace("\nFrom ", "\n>From ")
-            out.write(f"From papers@example.org Fri Nov 20 07:00:00 2026\n"
-                      f"From: papers@example.org\nTo: me@example.org\nSubject: Papers {i}\n"
-                      f"Date: Fri, 20 Nov 2026 07:00:00 +0000\nContent-Type: text/plain; charset=utf-8\n"
-                      f"\n{body}\n".encode())
-    return path
+    # A number at both ends: every title is its own paper, in identity blocks of its own.
+    return write_digests(path, [("Nov 20", [(f"{i} Robots That Cook Dinner {i}",
+                                             f"From then on, robot {i} cooks." if i % 10 == 0
+                                             else f"We cook dinner number {i}.")]) for i in range(n)])
 
 
 def write_digests(path: Path, digests: list[tuple[str, list[tuple[str, str]]]]) -> Path:
-    """An mbox of trending-papers digests: (date line, papers) each."""
+    """An mbox of trending-papers digests: (date line, papers) each, a `From ` line in a body quoted."""
     with path.open("wb") as out:
         for i, (day, papers) in enumerate(digests):
+            body = trending(day, papers).replace("\nFrom ", "\n>From ")
             out.write(f"From papers@example.org Fri Nov 20 07:00:00 2026\nFrom: papers@example.org\n"
-                      f"Subject: Papers {i}\nDate: Fri, 20 Nov 2026 07:00:00 +0000\n"
-                      f"Content-Type: text/plain; charset=utf-8\n\n{trending(day, papers)}\n".encode())
+                      f"To: me@example.org\nSubject: Papers {i}\nDate: Fri, 20 Nov 2026 07:00:00 +0000\n"
+                      f"Content-Type: text/plain; charset=utf-8\n\n{body}\n".encode())
     return path
 
 

@@ -100,25 +100,27 @@ class Match:
     `reason` is one line for people: "topic optimizers: Adam, optimizer · your query: learning rate".
 
     Selection makes a Match from what each matching rule hits (`Match.of(topics, pieces)`, one Piece
-    per topic); `terms`, `spans` and `reason` are merged from those when first read. Selection only
+    per topic); `terms` and `spans` are merged from those when first read, `reason` is made from
+    their words on its own (the renderer needs it, not the merge). Selection only
     chooses, and the merging is most of what explaining costs: done lazily, it happens where the
     email is rendered (a build process, in a large run), and a Match crosses to that process as its
-    topics and pieces. The renderer needs less than the merge: `reason` is made on its own, and
-    `hits()` gives the pieces' hits unmerged (the renderer merges them per field anyway). Immutable,
-    and equal to any Match with the same topics, terms, spans and reason, however it was made.
+    topics and pieces. `hits()` gives the pieces' hits unmerged (the renderer merges them per field
+    anyway). Immutable, and equal to any Match with the same topics, terms, spans and reason, however
+    it was made.
     """
 
     __slots__ = ("topics", "_pieces", "_merged", "_reason")
 
     topics: tuple[str, ...]
     _pieces: tuple[Piece, ...] | None
-    _merged: tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...], str] | None
+    _merged: tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...]] | None  # terms, spans
+    _reason: str | None
 
     def __init__(self, topics: tuple[str, ...], terms: tuple[str, ...],
                  spans: tuple[tuple[str, int, int, str], ...] = (), reason: str = "") -> None:
         object.__setattr__(self, "topics", topics)
         object.__setattr__(self, "_pieces", None)
-        object.__setattr__(self, "_merged", (terms, spans, reason))
+        object.__setattr__(self, "_merged", (terms, spans))
         object.__setattr__(self, "_reason", reason)
 
     @classmethod
@@ -138,7 +140,7 @@ class Match:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"a Match is immutable ({name})")
 
-    def _merge(self) -> tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...], str]:
+    def _merge(self) -> tuple[tuple[str, ...], tuple[tuple[str, int, int, str], ...]]:
         pieces = self._pieces
         assert pieces is not None
         if len(pieces) == 1:
@@ -148,7 +150,7 @@ class Match:
                             for at, start, k, term in piece[1])
             terms = tuple(dict.fromkeys(term for *_, term in firsts))
             spans = tuple(sorted({span for piece in pieces for span in piece[2]}))
-        merged = (terms, spans, self.reason)
+        merged = (terms, spans)
         object.__setattr__(self, "_merged", merged)
         return merged
 
@@ -172,7 +174,6 @@ class Match:
 
     @property
     def reason(self) -> str:
-        """One line for people; made on its own, without merging the terms and spans."""
         reason = self._reason
         if reason is None:
             pieces = self._pieces
@@ -184,7 +185,7 @@ class Match:
         return reason
 
     def _values(self) -> tuple[object, ...]:
-        return (self.topics, *(self._merged or self._merge()))
+        return (self.topics, *(self._merged or self._merge()), self.reason)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Match):
