@@ -233,23 +233,35 @@ class PaperIndex:
     def spans(self, i: int, node: Node, field: str) -> list[tuple[int, int]]:
         """The (start, end) character offsets of each occurrence of a term, phrase or prefix in paper
         i's field, in text order; the same occurrences as Rule.find on paper_fields()."""
-        joined = self._joined[field][i]
-        n = 1
-        if isinstance(node, Term):
-            found = _word_numbers(joined, " " + node.word + " ")
-        elif isinstance(node, Phrase):
-            found, n = _word_numbers(joined, " " + " ".join(node.words) + " "), len(node.words)
-        else:
-            assert isinstance(node, Prefix)
-            needle = " " + node.prefix
-            found = _word_numbers(joined, needle)
-            raw = _word_numbers(self._raw_words(i, field), needle)
-            if raw != found:
-                found = sorted(set(found).union(raw))
+        whole = needle_of(node)
+        if whole is not None:
+            return self.occurrences(i, field, *whole)
+        assert isinstance(node, Prefix)
+        needle = " " + node.prefix
+        found = _word_numbers(self._joined[field][i], needle)
+        raw = _word_numbers(self._raw_words(i, field), needle)
+        if raw != found:
+            found = sorted(set(found).union(raw))
         if not found:
             return []
         offsets = self._word_offsets(i, field)
-        return [(offsets[2 * k], offsets[2 * (k + n) - 1]) for k in found]
+        return [(offsets[2 * k], offsets[2 * k + 1]) for k in found]
+
+    def occurrences(self, i: int, field: str, needle: str, n: int) -> list[tuple[int, int]]:
+        """spans() of a term or phrase given as its needle_of(): " w1 w2 " and its number of words."""
+        joined = self._joined[field][i]
+        at = joined.find(needle)
+        if at == -1:
+            return []
+        offsets = self._word_offsets(i, field)
+        out = []
+        k = last = 0
+        while at != -1:  # a word's number is the count of spaces before it
+            k += joined.count(" ", last, at)
+            last = at
+            out.append((offsets[2 * k], offsets[2 * (k + n) - 1]))
+            at = joined.find(needle, at + 1)
+        return out
 
     def _word_offsets(self, i: int, field: str) -> array:
         """Start and end of every word of paper i's field, flat: 4 bytes a word (8 past 64K characters)."""
@@ -294,6 +306,16 @@ def _add(table: dict[str, int], words: set[str], bit: int) -> None:
     """table[w] |= bit for every word: iterated in C (map, zip, update), as this is the index's
     one loop over every word of every paper (a set iterates in the same order twice)."""
     table.update(zip(words, map(bit.__or__, map(table.get, words, repeat(0)))))
+
+
+def needle_of(node: Node) -> tuple[str, int] | None:
+    """What a term or phrase is looked for as in a field's " w1 w2 … " string, and its number of
+    words; None for a prefix (which also looks before plural folding: see PaperIndex.spans)."""
+    if isinstance(node, Term):
+        return " " + node.word + " ", 1
+    if isinstance(node, Phrase):
+        return " " + " ".join(node.words) + " ", len(node.words)
+    return None
 
 
 def _word_numbers(joined: str, needle: str) -> list[int]:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
 from . import rules
-from .index import Key, Leaf, PaperIndex
+from .index import Key, Leaf, PaperIndex, needle_of
 from .models import Edition, Match, Paper, Pick, Piece, Subscriber
 
 TITLE, AUTHOR, ABSTRACT = 3, 2, 1
@@ -40,18 +40,18 @@ RULE_CACHE = 1024
 # asks ~1.6M times for ~47k distinct ones, and a miss costs ~10 us. 16,384 hold ~13 MB and answer
 # 80 % of the asks; 32,768 answer 95 % for 13 MB more, saving ~3.5 s of CPU per 100k subscribers.
 PIECE_CACHE = 16384
-_FIND_ORDER = {"title": 0, "abstract": 1, "author": 2}  # Rule.find's order of fields
 _TEXT_ORDER = {"title": 0, "author": 1, "abstract": 2}  # the order an email shows them in
 
 Planes = tuple[int, ...]  # bit p of every paper's relevance in planes[p]
 Hits = tuple[tuple[str, str, rules.Node, int], ...]  # (field, term, node, papers where it counts)
+Spots = tuple[tuple[int, int, str, str, rules.Node, "tuple[str, int] | None"], ...]  # see Unit.spots
 
 
 class Unit:
     """One rule against this run's index, computed once per rule text: the papers it matches, its
     positive terms (with where they look) and the relevance they give every paper, as bit planes."""
 
-    __slots__ = ("rule", "mask", "sketch", "planes", "_hits")
+    __slots__ = ("rule", "mask", "sketch", "planes", "_hits", "_spots")
 
     def __init__(self, rule: rules.Rule, index: PaperIndex) -> None:
         self.rule = rule
@@ -65,6 +65,7 @@ class Unit:
             planes = _sum(planes, _leaf_planes(leaf))
         self.planes = planes
         self._hits: Hits | None = None
+        self._spots: Spots | None = None
 
     def hit_masks(self, index: PaperIndex) -> Hits:
         """(field, term, node, papers) for each term and field whose occurrences Rule.find reports:
@@ -75,6 +76,14 @@ class Unit:
             _counting(index, self.rule.ast, rules.DEFAULT_SCOPE, index.all, out)
             self._hits = tuple((f, term, node, m) for (f, term), (node, m) in out.items())
         return self._hits
+
+    def spots(self, index: PaperIndex) -> Spots:
+        """hit_masks as _piece reads them: (papers, the field's rank in an email, field, term, node,
+        needle_of(node))."""
+        if self._spots is None:
+            self._spots = tuple((m, _TEXT_ORDER[f], f, term, node, needle_of(node))
+                                for f, term, node, m in self.hit_masks(index))
+        return self._spots
 
 
 class Plan(NamedTuple):
@@ -226,30 +235,40 @@ class Selector:
     def explain(self, sub: Subscriber, paper: Paper) -> Match:
         """Which topics brought this paper and what each hits in it (the words, their offsets and the
         one-line reason are merged from those where they are read: see Match)."""
-        plan = self.plan(sub)
-        i = self.index.position[paper.id]
-        bit = 1 << i
-        topics: list[str] = []
-        pieces: list[Piece] = []
-        for name, unit in zip(plan.names, plan.units):
-            if unit.mask & bit:
-                topics.append(name)
-                # An own query is seldom anybody else's: kept, its pieces would only push out topics'.
-                pieces.append(self.piece(unit, paper, i) if name != "query" else _piece(self.index, unit, paper, i))
-        return Match.of(tuple(topics), tuple(pieces))
+        return self.picks(sub, (paper,))[0].match
 
-    def piece(self, unit: Unit, paper: Paper, i: int) -> Piece:
-        """What one rule that matches paper i hits in it (cached, least recently used out: many
-        subscribers share a topic)."""
-        key = (unit.rule.source, i)
-        found = self._pieces.get(key)
-        if found is None:
-            if len(self._pieces) >= PIECE_CACHE:
-                self._pieces.popitem(last=False)
-            found = self._pieces[key] = _piece(self.index, unit, paper, i)
-        else:
-            self._pieces.move_to_end(key)
-        return found
+    def picks(self, sub: Subscriber, papers: Iterable[Paper]) -> tuple[Pick, ...]:
+        """These papers explained for this subscriber (one loop for an email's ten: explaining is
+        most of what choosing costs, and a call per paper and per piece added a third to it)."""
+        plan = self.plan(sub)
+        position = self.index.position
+        cache = self._pieces
+        sources = [(name, unit, unit.mask, (unit.rule.source, name == "query"))
+                   for name, unit in zip(plan.names, plan.units)]
+        out = []
+        for paper in papers:
+            i = position[paper.id]
+            bit = 1 << i
+            topics: list[str] = []
+            pieces: list[Piece] = []
+            for name, unit, mask, (source, own) in sources:
+                if mask & bit:
+                    topics.append(name)
+                    if own:  # an own query is seldom anybody else's: kept, its pieces would only push out topics'
+                        pieces.append(_piece(self.index, unit, paper, i))
+                        continue
+                    # Cached, least recently used out: many subscribers share a topic.
+                    key = (source, i)
+                    found = cache.get(key)
+                    if found is None:
+                        if len(cache) >= PIECE_CACHE:
+                            cache.popitem(last=False)
+                        found = cache[key] = _piece(self.index, unit, paper, i)
+                    else:
+                        cache.move_to_end(key)
+                    pieces.append(found)
+            out.append(Pick(paper, Match.of(tuple(topics), tuple(pieces))))
+        return tuple(out)
 
     def choose(self, sub: Subscriber, unsent: int) -> Choice:
         """The picks for one email from these unsent candidates (a mask), or why there is none."""
@@ -259,7 +278,7 @@ class Selector:
         if matched < sub.min_papers:
             return Choice(matched=matched, skipped=f"below min_papers ({matched} < {sub.min_papers})")
         ranked = self.rank(sub, unsent, sub.max_papers)
-        return Choice(picks=tuple(Pick(p, self.explain(sub, p)) for p, _ in ranked), matched=matched)
+        return Choice(picks=self.picks(sub, [p for p, _ in ranked]), matched=matched)
 
 
 # -- relevance and the top k ---------------------------------------------------------------------------
@@ -366,25 +385,31 @@ def _select(papers: list[Paper], planes: Planes, p: int, tied: int, k: int, rele
 
 def _piece(index: PaperIndex, unit: Unit, paper: Paper, i: int) -> Piece:
     bit = 1 << i
-    found = [(_FIND_ORDER[f], start, end, term, f) for f, term, node, m in unit.hit_masks(index)
-             if m & bit for start, end in index.spans(i, node, f)]
+    found: list[tuple[int, int, int, str, str]] = []
+    for m, rank, f, term, node, needle in unit.spots(index):
+        if m & bit:
+            spans = index.spans(i, node, f) if needle is None else index.occurrences(i, f, *needle)
+            found += [(rank, start, end, term, f) for start, end in spans]
     if not found:  # a match by negation only (`-survey`)
         return Piece((), (), (), "")
-    found.sort()  # Rule.find's order: field, start, end, term
-    hits = [(f, start, end, term) for _, start, end, term, f in found]
-    hits.sort(key=_text_order)  # stable: ties keep that order
-    texts = {"title": paper.title, "abstract": paper.abstract, "author": ", ".join(paper.authors)}
+    # The order an email shows them in: title, authors, abstract, then offsets; ties (one word hit
+    # by two terms) in Rule.find's order (end, term).
+    found.sort()
     shown: dict[str, str] = {}
     firsts = []
-    for k, (f, start, end, term) in enumerate(hits):
+    authors = None
+    for k, (rank, start, end, term, f) in enumerate(found):
         if term not in shown:
-            shown[term] = texts[f][start:end]
-            firsts.append((_TEXT_ORDER[f], start, k, term))
-    return Piece(tuple(shown), tuple(firsts), tuple(sorted(hits)), ", ".join(shown.values()))
-
-
-def _text_order(hit: tuple[str, int, int, str]) -> tuple[int, int]:
-    return _TEXT_ORDER[hit[0]], hit[1]
+            if f == "title":
+                text = paper.title
+            elif f == "abstract":
+                text = paper.abstract
+            else:
+                text = authors = authors or ", ".join(paper.authors)
+            shown[term] = text[start:end]
+            firsts.append((rank, start, k, term))
+    hits = sorted([(f, start, end, term) for _, start, end, term, f in found])
+    return Piece(tuple(shown), tuple(firsts), tuple(hits), ", ".join(shown.values()))
 
 
 def _counting(index: PaperIndex, node: rules.Node, scope: tuple[str, ...], live: int,
