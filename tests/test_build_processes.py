@@ -122,6 +122,37 @@ def test_editions_larger_than_the_pipe_are_written_as_the_build_process_reads_an
         pool.close()
 
 
+def test_a_result_written_in_pieces_arrives_whole(monkeypatch):
+    # writev may take part of what it is given (a signal, a full pipe on some systems): what is left
+    # goes in later calls, in order. Here each call takes at most 1,000 bytes of a real pipe.
+    real = os.writev
+    calls = []
+
+    def partial(fd, views):
+        calls.append(1)
+        budget, taken = 1000, []
+        for view in views:
+            taken.append(bytes(view[:budget]))
+            budget -= len(taken[-1])
+            if not budget:
+                break
+        return real(fd, taken)
+
+    monkeypatch.setattr(buildpool.os, "writev", partial)
+    head, body = b"head:", bytes(range(256)) * 40
+    read_end, write_end = os.pipe()
+    try:
+        buildpool._write_all(write_end, head, body)
+        os.close(write_end)
+        received = b""
+        while chunk := os.read(read_end, 65536):
+            received += chunk
+    finally:
+        os.close(read_end)
+    assert received == head + body
+    assert len(calls) == -(-len(head + body) // 1000)
+
+
 def test_a_builder_that_let_go_of_its_composer_builds_the_same_bytes_again(tmp_path):
     config = load_config(write_config(tmp_path, """
         [topics]

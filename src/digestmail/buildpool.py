@@ -56,6 +56,7 @@ _FORGET = 1
 # start over, so the papers held stay under ~26 MB a process and the worst case is sending some again.
 KNOWN_PAPERS = 10_000
 _RESULT = struct.Struct(">BI")  # kind, length
+_READ_BUFFER = 256 * 1024
 _BYTES, _REFUSED, _BROKEN = 0, 1, 2  # the message; a DigestmailError's text; any other error's traceback
 # The child's sys.path is the parent's (as multiprocessing's spawn does), so it imports the same code.
 _BOOT = "import sys; sys.path[:] = sys.argv[1:]; from digestmail.buildpool import serve; serve()"
@@ -181,7 +182,7 @@ def serve() -> None:
     """A build process's life: a Recipe, then editions, from stdin; for each, in order, the message
     bytes (or why not) on stdout. It ends when its stdin does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes our stdin
-    results = os.fdopen(os.dup(1), "wb")
+    results = os.dup(1)
     os.dup2(2, 1)  # a stray print must not land in the results
     editions = sys.stdin.buffer
 
@@ -209,9 +210,7 @@ def serve() -> None:
             except Exception:
                 kind, out = _BROKEN, traceback.format_exc().encode("utf-8", "replace")
             try:
-                results.write(_RESULT.pack(kind, len(out)))
-                results.write(out)
-                results.flush()
+                _write_all(results, _RESULT.pack(kind, len(out)), out)
             except BrokenPipeError:  # the run is gone
                 break
     # Every result is written and flushed, and nothing else here needs closing: end without the
@@ -221,12 +220,27 @@ def serve() -> None:
     os._exit(0)
 
 
+def _write_all(fd: int, *chunks: bytes) -> None:
+    """The chunks in one system call where the pipe takes them (a result's header and body written
+    apart woke the run's reader twice, the second time to wait again for the body)."""
+    views = [memoryview(c) for c in chunks]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
+
+
 class _Process:
     """One build process: `submit` writes editions to it, a thread reads the results back in order."""
 
     def __init__(self, recipe: Recipe) -> None:
+        # The results are read through a buffer larger than one (~60 KB): a read takes what the pipe
+        # holds in one system call, and the reader thread waits for the GIL once a result, not once
+        # for its header and again for each 8 KB of its body.
         self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, *sys.path],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=_READ_BUFFER)
         self.running: collections.deque[Future[bytes]] = collections.deque()  # written, result not read yet
         self.lock = threading.Lock()  # `broken` and what is running change together
         self.broken: str | None = None
