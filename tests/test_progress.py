@@ -85,3 +85,11 @@ def test_plain_log_lines_read_as_the_standard_formatter_writes_them():
         record = logging.LogRecord("digestmail", logging.INFO, __file__, 1, "sent %d papers to %s", (10, "a@x.org"), None)
         record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
         assert ours.format(record) == standard.format(record)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("digestmail", logging.ERROR, __file__, 1, "tick failed: %s", ("x",), sys.exc_info())
+    assert ours.format(failed) == standard.format(failed)
+    assert "ValueError: boom" in ours.format(failed)

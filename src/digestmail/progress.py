@@ -43,6 +43,14 @@ class PlainFormatter(logging.Formatter):
             self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
         return f"{self._second[1]},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        # What logging.Formatter.format makes of our format, without its general steps (the style
+        # object, the format's test for a time, the %-formatting of the record's whole __dict__).
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.message}"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, message (and the traceback, if any)."""
