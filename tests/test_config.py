@@ -186,6 +186,31 @@ def test_subscribers_csv_unknown_column(tmp_path):
         list(iter_subscribers_file(config.subscribers_file, config.topics))
 
 
+def test_subscribers_csv_columns_in_any_order_blank_lines_and_short_rows(tmp_path):
+    # Columns in the file's own order; a missing column or a row cut short means the defaults; blank
+    # lines are skipped and do not shift the line numbers in errors.
+    (tmp_path / "subs.csv").write_text("max_papers,email,topics\n"
+                                       "3,a@example.org,federated\n"
+                                       "\n"
+                                       ",b@example.org,optimizers\n"
+                                       "4,c@example.org\n"
+                                       "5,bad,federated\n", encoding="utf-8")
+    config = load(tmp_path, 'subscribers_file = "subs.csv"\n' + BASE)
+    subs = iter_subscribers_file(config.subscribers_file, config.topics)
+    a, b = next(subs), next(subs)
+    assert (a.email, a.topics, a.max_papers, a.name, a.min_papers) == ("a@example.org", ("federated",), 3, "", 1)
+    assert (b.email, b.max_papers, b.backfill_days) == ("b@example.org", 10, 7)
+    with pytest.raises(ConfigError, match=r"subs\.csv:5: .*needs topics or a query"):
+        next(subs)  # c: no topics column value, no query
+
+
+def test_subscribers_csv_naming_a_column_twice_is_refused(tmp_path):
+    (tmp_path / "subs.csv").write_text("email,topics,email\na@example.org,federated,b@example.org\n")
+    config = load(tmp_path, 'subscribers_file = "subs.csv"\n' + BASE)
+    with pytest.raises(ConfigError, match=r"subs\.csv:1: .*email more than once"):
+        list(iter_subscribers_file(config.subscribers_file, config.topics))
+
+
 def test_a_base_url_too_long_for_the_unsubscribe_header_is_refused(tmp_path):
     web = '[web]\nsecret_env = "KEY"\nbase_url = "https://papers.example.org/{}"\n'
     assert load(tmp_path, BASE + web.format("p" * 400)).web is not None
