@@ -128,10 +128,10 @@ class Match:
         """The match of these topics, each with what its rule hits in the paper (in the same order;
         a piece may also be a plain tuple of a Piece's four values)."""
         match = cls.__new__(cls)
-        object.__setattr__(match, "topics", topics)
-        object.__setattr__(match, "_pieces", pieces)
-        object.__setattr__(match, "_merged", None)
-        object.__setattr__(match, "_reason", None)
+        _set_topics(match, topics)
+        _set_pieces(match, pieces)
+        _set_merged(match, None)
+        _set_reason(match, None)
         return match
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -205,6 +205,12 @@ class Match:
         if self._pieces is not None:
             return Match.of, (self.topics, self._pieces)
         return Match, self._values()
+
+
+# The slots' own setters: Match.of runs for every pick on both sides of a build process, and these
+# take half the time of object.__setattr__'s lookup by name (~0.3 against ~0.6 µs a Match).
+_set_topics, _set_pieces, _set_merged, _set_reason = (
+    Match.__dict__[name].__set__ for name in ("topics", "_pieces", "_merged", "_reason"))
 
 
 @dataclass(frozen=True)

@@ -218,12 +218,17 @@ class Selector:
 
     def rank(self, sub: Subscriber, mask: int, k: int) -> list[tuple[Paper, int]]:
         """The k best papers of mask for this subscriber, best first, with their relevance."""
+        papers = self.index.papers
+        return [(papers[i], relevance) for i, relevance in self._ranked(sub, mask, k)]
+
+    def _ranked(self, sub: Subscriber, mask: int, k: int) -> list[tuple[int, int]]:
+        """rank() as the papers' positions in the index."""
         planes = self.plan(sub).planes
-        out: list[tuple[Paper, int]] = []
+        out: list[tuple[int, int]] = []
         if mask.bit_count() <= k:
-            _order(self.index.papers, planes, len(planes) - 1, mask, 0, out)
+            _order(planes, len(planes) - 1, mask, 0, out)
         else:
-            _select(self.index.papers, planes, len(planes) - 1, mask, k, 0, out)
+            _select(planes, len(planes) - 1, mask, k, 0, out)
         return out
 
     def score(self, sub: Subscriber, paper: Paper) -> tuple[int, float]:
@@ -235,19 +240,20 @@ class Selector:
     def explain(self, sub: Subscriber, paper: Paper) -> Match:
         """Which topics brought this paper and what each hits in it (the words, their offsets and the
         one-line reason are merged from those where they are read: see Match)."""
-        return self.picks(sub, (paper,))[0].match
+        return self.picks(sub, (self.index.position[paper.id],))[0].match
 
-    def picks(self, sub: Subscriber, papers: Iterable[Paper]) -> tuple[Pick, ...]:
-        """These papers explained for this subscriber (one loop for an email's ten: explaining is
-        most of what choosing costs, and a call per paper and per piece added a third to it)."""
+    def picks(self, sub: Subscriber, positions: Iterable[int]) -> tuple[Pick, ...]:
+        """The papers at these positions of the index, explained for this subscriber (one loop for an
+        email's ten: explaining is most of what choosing costs, and a call per paper and per piece
+        added a third to it)."""
         plan = self.plan(sub)
-        position = self.index.position
+        papers = self.index.papers
         cache = self._pieces
         sources = [(name, unit, unit.mask, (unit.rule.source, name == "query"))
                    for name, unit in zip(plan.names, plan.units)]
         out = []
-        for paper in papers:
-            i = position[paper.id]
+        for i in positions:
+            paper = papers[i]
             bit = 1 << i
             topics: list[str] = []
             pieces: list[Piece] = []
@@ -277,8 +283,8 @@ class Selector:
             return Choice(skipped="no matching papers")
         if matched < sub.min_papers:
             return Choice(matched=matched, skipped=f"below min_papers ({matched} < {sub.min_papers})")
-        ranked = self.rank(sub, unsent, sub.max_papers)
-        return Choice(picks=self.picks(sub, [p for p, _ in ranked]), matched=matched)
+        ranked = self._ranked(sub, unsent, sub.max_papers)
+        return Choice(picks=self.picks(sub, [i for i, _ in ranked]), matched=matched)
 
 
 # -- relevance and the top k ---------------------------------------------------------------------------
@@ -337,27 +343,25 @@ def _sum2(a: Planes, b: Planes) -> Planes:
     return (low, mid, a2 ^ carry, a2 & carry) if a2 & carry else (low, mid, a2 ^ carry)
 
 
-def _order(papers: list[Paper], planes: Planes, p: int, tied: int, relevance: int,
-           out: list[tuple[Paper, int]]) -> None:
-    """Append every paper of `tied` (equal in the planes above p), best first, with its relevance:
-    a most-significant-plane-first radix sort; the index order breaks the last ties."""
+def _order(planes: Planes, p: int, tied: int, relevance: int, out: list[tuple[int, int]]) -> None:
+    """Append every paper of `tied` (equal in the planes above p), best first, as its position with
+    its relevance: a most-significant-plane-first radix sort; the index order breaks the last ties."""
     while p >= 0:
         high = tied & planes[p]
         if high:
             if high == tied:
                 relevance |= 1 << p
             else:
-                _order(papers, planes, p - 1, high, relevance | 1 << p, out)
+                _order(planes, p - 1, high, relevance | 1 << p, out)
                 tied ^= high
         p -= 1
     while tied:
         rest = tied & (tied - 1)
-        out.append((papers[(tied ^ rest).bit_length() - 1], relevance))
+        out.append(((tied ^ rest).bit_length() - 1, relevance))
         tied = rest
 
 
-def _select(papers: list[Paper], planes: Planes, p: int, tied: int, k: int, relevance: int,
-            out: list[tuple[Paper, int]]) -> None:
+def _select(planes: Planes, p: int, tied: int, k: int, relevance: int, out: list[tuple[int, int]]) -> None:
     """Append the k best papers of `tied` (which has more than k), best first: radix selection, most
     significant plane first, sorting only the groups that are taken whole."""
     while p >= 0:
@@ -368,7 +372,7 @@ def _select(papers: list[Paper], planes: Planes, p: int, tied: int, k: int, rele
                 tied = high
                 relevance |= 1 << p
             else:
-                _order(papers, planes, p - 1, high, relevance | 1 << p, out)
+                _order(planes, p - 1, high, relevance | 1 << p, out)
                 k -= count
                 if not k:
                     return
@@ -376,7 +380,7 @@ def _select(papers: list[Paper], planes: Planes, p: int, tied: int, k: int, rele
         p -= 1
     while k:
         rest = tied & (tied - 1)
-        out.append((papers[(tied ^ rest).bit_length() - 1], relevance))
+        out.append(((tied ^ rest).bit_length() - 1, relevance))
         tied = rest
         k -= 1
 
