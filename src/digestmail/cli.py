@@ -117,7 +117,7 @@ def run(obj: Context, as_json: bool) -> int:
 
     One delivery at a time per store: while a daemon (or another run) holds the store, this exits 2.
     """
-    from .daemon import InstanceLock
+    from .lock import InstanceLock
 
     lock = InstanceLock(obj.config.store_path)
     lock.acquire()  # two deliveries at once could pick the same papers for the same subscriber

@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fcntl
 import logging
 import os
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import admin, pipeline
 from .config import load_config
 from .deliver import deliver_all, retry_due
+from .lock import InstanceLock
 from .errors import ConfigError, DigestmailError
 from .schedule import Schedule, due
 from .select import scheduled_key
@@ -43,40 +43,6 @@ STOP_GRACE = 30.0  # seconds the edition in flight may take after SIGTERM
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-class InstanceLock:
-    """An exclusive lock beside the store (`<store>.lock`, holding the pid), released when the process ends."""
-
-    def __init__(self, store_path: Path) -> None:
-        self.path = store_path.with_name(store_path.name + ".lock")
-        self.handle: IO[str] | None = None
-
-    def acquire(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+", encoding="ascii")
-        except OSError as exc:
-            raise ConfigError(f"cannot create the lock file: {exc.strerror}", where=str(self.path),
-                              hint="check [store] path: its folder must exist and be writable") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            handle.close()
-            raise ConfigError(f"already running (pid {pid})", where=str(self.path),
-                              hint="one daemon per store; stop the other one first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self.handle = handle
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
 
 
 class Daemon:
