@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import email
 import email.header
 import email.message
 import email.policy
 import re
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -470,3 +473,22 @@ def test_base64_lines_are_76_characters_but_the_last(size):
     lines = body.split(b"\r\n")
     assert all(len(line) == 76 for line in lines[:-1]) and (0 < len(lines[-1]) <= 76 or html == "")
     assert base64.b64decode(body).decode("utf-8") == html
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=3000))
+def test_the_html_part_is_the_standard_base64_of_its_utf8(html):
+    assert message.base64_body(html) == binascii.b2a_base64(html.encode("utf-8"), newline=False)
+
+
+def test_without_pybase64_the_standard_library_encodes_the_same_bytes(tmp_path):
+    # pybase64 is a dependency, but a message must build the same where it cannot be imported.
+    probe = ("import sys; sys.modules['pybase64'] = None\n"
+             "from digestmail import message\n"
+             "html = '<p>caf\\u00e9 ' * 5000\n"
+             "import binascii; assert message._b64encode is not None\n"
+             "assert message.base64_body(html) == binascii.b2a_base64(html.encode(), newline=False)\n"
+             "print(message._b64encode.__module__)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "digestmail.message"  # the fallback, not pybase64's
