@@ -264,7 +264,8 @@ def _lines76(data: bytes) -> bytes:
     whole = len(data) - len(data) % _ROWS.size
     lines = list(itertools.chain.from_iterable(_ROWS.iter_unpack(memoryview(data)[:whole])))
     lines += _LINE76.findall(data, whole)
-    return b"\r\n".join(lines) + b"\r\n"
+    lines.append(b"")  # the last line's CRLF from the same join, not a second copy of the whole part
+    return b"\r\n".join(lines) if len(lines) > 1 else b"\r\n"
 
 
 # The renderer measures each HTML part (html_size) just before build() encodes the same string: the
