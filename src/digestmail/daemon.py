@@ -30,8 +30,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from . import admin, pipeline
 from .config import load_config
 from .deliver import deliver_all, retry_due
-from .lock import InstanceLock
 from .errors import ConfigError, DigestmailError
+from .lock import InstanceLock
 from .schedule import Schedule, due
 from .select import scheduled_key
 from .store import Store

@@ -242,26 +242,18 @@ class PaperIndex:
         raw = _word_numbers(self._raw_words(i, field), needle)
         if raw != found:
             found = sorted(set(found).union(raw))
-        if not found:
-            return []
-        offsets = self._word_offsets(i, field)
-        return [(offsets[2 * k], offsets[2 * k + 1]) for k in found]
+        return self._spans_of(i, field, found, 1)
 
     def occurrences(self, i: int, field: str, needle: str, n: int) -> list[tuple[int, int]]:
         """spans() of a term or phrase given as its needle_of(): " w1 w2 " and its number of words."""
-        joined = self._joined[field][i]
-        at = joined.find(needle)
-        if at == -1:
+        return self._spans_of(i, field, _word_numbers(self._joined[field][i], needle), n)
+
+    def _spans_of(self, i: int, field: str, found: list[int], n: int) -> list[tuple[int, int]]:
+        """(start, end) of the n words from each word number found in paper i's field."""
+        if not found:
             return []
         offsets = self._word_offsets(i, field)
-        out = []
-        k = last = 0
-        while at != -1:  # a word's number is the count of spaces before it
-            k += joined.count(" ", last, at)
-            last = at
-            out.append((offsets[2 * k], offsets[2 * (k + n) - 1]))
-            at = joined.find(needle, at + 1)
-        return out
+        return [(offsets[2 * k], offsets[2 * (k + n) - 1]) for k in found]
 
     def _word_offsets(self, i: int, field: str) -> array:
         """Start and end of every word of paper i's field, flat: 4 bytes a word (8 past 64K characters)."""
