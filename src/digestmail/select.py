@@ -43,7 +43,6 @@ PIECE_CACHE = 16384
 _TEXT_ORDER = {"title": 0, "author": 1, "abstract": 2}  # the order an email shows them in
 
 Planes = tuple[int, ...]  # bit p of every paper's relevance in planes[p]
-Hits = tuple[tuple[str, str, rules.Node, int], ...]  # (field, term, node, papers where it counts)
 Spots = tuple[tuple[int, int, str, str, rules.Node, "tuple[str, int] | None"], ...]  # see Unit.spots
 
 
@@ -51,7 +50,7 @@ class Unit:
     """One rule against this run's index, computed once per rule text: the papers it matches, its
     positive terms (with where they look) and the relevance they give every paper, as bit planes."""
 
-    __slots__ = ("rule", "mask", "sketch", "planes", "_hits", "_spots")
+    __slots__ = ("rule", "mask", "sketch", "planes", "_spots")
 
     def __init__(self, rule: rules.Rule, index: PaperIndex) -> None:
         self.rule = rule
@@ -64,25 +63,17 @@ class Unit:
             self.sketch |= 1 << (hash(key) & 255)
             planes = _sum(planes, _leaf_planes(leaf))
         self.planes = planes
-        self._hits: Hits | None = None
         self._spots: Spots | None = None
 
-    def hit_masks(self, index: PaperIndex) -> Hits:
-        """(field, term, node, papers) for each term and field whose occurrences Rule.find reports:
-        a term counts where it occurs and every AND above it holds (an OR's other sides do not
-        matter, and nothing under a NOT counts)."""
-        if self._hits is None:
+    def spots(self, index: PaperIndex) -> Spots:
+        """(papers, the field's rank in an email, field, term, node, needle_of(node)) for each term and
+        field whose occurrences Rule.find reports: a term counts where it occurs and every AND above
+        it holds (an OR's other sides do not matter, and nothing under a NOT counts)."""
+        if self._spots is None:
             out: dict[tuple[str, str], tuple[rules.Node, int]] = {}
             _counting(index, self.rule.ast, rules.DEFAULT_SCOPE, index.all, out)
-            self._hits = tuple((f, term, node, m) for (f, term), (node, m) in out.items())
-        return self._hits
-
-    def spots(self, index: PaperIndex) -> Spots:
-        """hit_masks as _piece reads them: (papers, the field's rank in an email, field, term, node,
-        needle_of(node))."""
-        if self._spots is None:
             self._spots = tuple((m, _TEXT_ORDER[f], f, term, node, needle_of(node))
-                                for f, term, node, m in self.hit_masks(index))
+                                for (f, term), (node, m) in out.items())
         return self._spots
 
 
@@ -249,7 +240,7 @@ class Selector:
         plan = self.plan(sub)
         papers = self.index.papers
         cache = self._pieces
-        sources = [(name, unit, unit.mask, (unit.rule.source, name == "query"))
+        sources = [(name, unit, unit.mask, unit.rule.source, name == "query")
                    for name, unit in zip(plan.names, plan.units)]
         out = []
         for i in positions:
@@ -257,7 +248,7 @@ class Selector:
             bit = 1 << i
             topics: list[str] = []
             pieces: list[Piece] = []
-            for name, unit, mask, (source, own) in sources:
+            for name, unit, mask, source, own in sources:
                 if mask & bit:
                     topics.append(name)
                     if own:  # an own query is seldom anybody else's: kept, its pieces would only push out topics'
