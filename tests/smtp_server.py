@@ -9,6 +9,8 @@
 - slows every DATA down (`data_delay`), e.g. to leave time to kill a client mid-run;
 - offers STARTTLS (`tls_context`, with `require_starttls`) or speaks implicit TLS (`ssl_context`), and
   AUTH that accepts exactly one login (`login=(user, password)`).
+- offers 8BITMIME or not (`eight_bit_mime`), and either way refuses 8-bit data that MAIL did not
+  announce with BODY=8BITMIME (RFC 6152), as a strict server may;
 
 A message counts as delivered (`messages`) only once the server has it and answers 250 — except with
 `data_delay`, where it is recorded *before* the delay, as a real server that queued the message and then
@@ -53,6 +55,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
+    mail_options: tuple[str, ...] = ()  # MAIL's parameters, e.g. ("BODY=8BITMIME", "SIZE=1234")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class Recorder:
     faults: list[Fault] = field(default_factory=list)
     data_delay: float = 0.0
     pipelining: bool = True  # offer PIPELINING (RFC 2920), as Postfix and most servers do
+    # Offer 8BITMIME (RFC 6152), as aiosmtpd, Postfix and most servers do. Either way 8-bit data is
+    # refused unless MAIL said BODY=8BITMIME, and BODY=8BITMIME unless it was offered.
+    eight_bit_mime: bool = True
     # MAILs that arrived with the next command already behind them (a pipelining client's).
     pipelined: int = 0
     login: tuple[str, str] | None = None
@@ -173,6 +179,8 @@ class Recorder:
         session.host_name = hostname
         if self.pipelining:  # before the last line, which has no "-"
             responses.insert(len(responses) - 1, "250-PIPELINING")
+        if not self.eight_bit_mime:
+            responses.remove("250-8BITMIME")
         return responses
 
     async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
@@ -182,6 +190,8 @@ class Recorder:
         fault = self._fault("MAIL", [address])
         if fault is not None:
             return await self._act(server, fault)
+        if "BODY=8BITMIME" in mail_options and not self.eight_bit_mime:
+            return "555 5.5.4 BODY=8BITMIME was not offered"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self.open_envelopes.add(server.session_number)
@@ -199,8 +209,11 @@ class Recorder:
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         self.open_envelopes.discard(server.session_number)
-        received = Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.original_content))
+        received = Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.original_content),
+                            tuple(envelope.mail_options))
         self.data_attempts.append(received)
+        if not received.data.isascii() and "BODY=8BITMIME" not in received.mail_options:
+            return "554 5.6.0 8-bit data without BODY=8BITMIME"
         fault = self._fault("DATA", list(envelope.rcpt_tos))
         if fault is not None:
             return await self._act(server, fault)
@@ -277,8 +290,9 @@ class SmtpServer:
     def __init__(self, *, offer_auth: bool = False, faults: list[Fault] | tuple[Fault, ...] = (),
                  data_delay: float = 0.0, tls_context: ssl.SSLContext | None = None,
                  require_starttls: bool = False, ssl_context: ssl.SSLContext | None = None,
-                 login: tuple[str, str] | None = None, pipelining: bool = True) -> None:
-        self.recorder = Recorder(faults=list(faults), data_delay=data_delay, login=login, pipelining=pipelining)
+                 login: tuple[str, str] | None = None, pipelining: bool = True, eight_bit_mime: bool = True) -> None:
+        self.recorder = Recorder(faults=list(faults), data_delay=data_delay, login=login, pipelining=pipelining,
+                                 eight_bit_mime=eight_bit_mime)
         self.host = HOST
         self.port = free_port()
         kwargs: dict[str, Any] = {}

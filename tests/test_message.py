@@ -34,10 +34,11 @@ HTML = "<html><body><p style=\"color:#111\">Warmup-Free Adam &amp; more</p>\n" +
 
 def build(subject: str = "3 new papers for you: Warmup-Free Adam", *, text: str = TEXT, html: str = HTML,
           sender: tuple[str, str] = SENDER, to: tuple[str, str] = TO, message_id: str = MESSAGE_ID,
-          date: dt.datetime = DATE) -> bytes:
+          date: dt.datetime = DATE, eight_bit: bool = False) -> bytes:
     data = message.build(RenderedEmail(subject, html, text), sender=sender, to=to, message_id=message_id,
-                         date=date)
+                         date=date, eight_bit=eight_bit)
     assert_wire_ready(data)  # every message any test here builds
+    assert_parts_fit(data)
     return data
 
 
@@ -48,6 +49,19 @@ def assert_wire_ready(data: bytes) -> None:
     assert b"\r" not in rest and b"\n" not in rest, "a bare CR or LF"
     assert data.endswith(b"\r\n")
     assert not data.startswith(b".") and b"\r\n." not in data, "a line starts with a dot"
+
+
+def assert_parts_fit(data: bytes) -> None:
+    """Each part's lines within its encoding's limit: 76 characters for quoted-printable and base64
+    (RFC 2045), 998 octets for a part as it is (RFC 5322), whose bytes are also all valid UTF-8
+    (and ASCII when it says 7bit)."""
+    for part in parse(data).iter_parts():
+        cte = part["Content-Transfer-Encoding"]
+        raw = part.get_payload(decode=False).encode("utf-8", "surrogateescape")
+        lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+        assert max(map(len, lines)) <= (76 if cte in ("quoted-printable", "base64") else 998), cte
+        if cte in ("7bit", "8bit"):
+            raw.decode("ascii" if cte == "7bit" else "utf-8")
 
 
 def parse(data: bytes) -> email.message.EmailMessage:
@@ -170,7 +184,7 @@ def test_quoted_printable_lines_fit_76():
 
 @pytest.mark.parametrize("n", [74, 75])
 def test_quoted_printable_line_ending_in_a_space_fits_76(n):
-    data = build(text="a" * n + " \nnext\n")
+    data = build(text="a" * n + " \nnext é\n")  # (not ASCII: quoted-printable, not 7bit)
     assert all(len(line) <= 76 for line in body_lines(data))
 
 
@@ -409,11 +423,11 @@ def text_part(data: bytes) -> str:
     return list(parse(data).iter_parts())[0].get_content()
 
 
+@pytest.mark.parametrize("eight_bit", [False, True])
 @pytest.mark.parametrize("text", DOTTED, ids=range(len(DOTTED)))
-def test_lines_starting_with_a_dot_are_encoded_and_decode_the_same(text):
-    data = build(text=text + "\n")
+def test_lines_starting_with_a_dot_are_encoded_and_decode_the_same(text, eight_bit):
+    data = build(text=text + "\n", eight_bit=eight_bit)
     assert lf(text_part(data)) == lf(text + "\n")
-    assert all(len(line) <= 76 for line in body_lines(data))
 
 
 LINES = st.lists(st.builds(lambda dot, body, pad: dot + pad * "x" + body,
@@ -423,15 +437,14 @@ LINES = st.lists(st.builds(lambda dot, body, pad: dot + pad * "x" + body,
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
-@given(lines=LINES, end=st.sampled_from(["", "\n", "\r\n"]))
-def test_any_text_with_dots_is_wire_ready_and_round_trips(lines, end):
-    # Dots at the start of lines and wherever a long line may be soft-broken.
+@given(lines=LINES, end=st.sampled_from(["", "\n", "\r\n"]), eight_bit=st.booleans())
+def test_any_text_with_dots_is_wire_ready_and_round_trips(lines, end, eight_bit):
+    # Dots at the start of lines and wherever a long line may be soft-broken (build checks the rest).
     text = end.join(lines) + end if end else "\n".join(lines)
-    data = build(text=text, html=text)
+    data = build(text=text, html=text, eight_bit=eight_bit)
     parts = list(parse(data).iter_parts())
     assert lf(parts[0].get_content()) == lf(text)
     assert lf(parts[1].get_content()) == lf(text)
-    assert all(len(line) <= 76 for line in body_lines(data))
 
 
 def test_quoted_printable_without_dots_is_b2a_qp_unchanged():
@@ -440,6 +453,66 @@ def test_quoted_printable_without_dots_is_b2a_qp_unchanged():
 
     text = "1. Warmup-Free Adam: Stable Training\n   topic optimizers: Adam · 42 upvotes\n" + "word " * 40 + "end\n"
     assert message.qp(text) == binascii.b2a_qp(text.encode(), istext=True).replace(b"\n", b"\r\n")
+
+
+# -- the text part as it is: 7bit, 8bit -----------------------------------------------------------
+
+def cte(data: bytes) -> str:
+    return list(parse(data).iter_parts())[0]["Content-Transfer-Encoding"]
+
+
+@pytest.mark.parametrize("text, plain, eight", [
+    ("ASCII only\n   indented, = signs and dots. End.\n", "7bit", "7bit"),
+    ("Müller · “quoted” … 🎉\n", "quoted-printable", "8bit"),
+    ("x" * 998 + "\né\n", "quoted-printable", "8bit"),  # RFC 5322's longest line
+    ("x" * 999 + "\né\n", "quoted-printable", "quoted-printable"),
+    ("é\n.leading dot\n", "quoted-printable", "quoted-printable"),  # SMTP would end the data there
+    (".é\n", "quoted-printable", "quoted-printable"),
+    ("é\r\nCRLF\n", "quoted-printable", "quoted-printable"),
+    ("é\x00\n", "quoted-printable", "quoted-printable"),
+    ("é =_dm_ looks like our boundaries\n", "quoted-printable", "quoted-printable"),
+    ("ASCII but a dot\n.x\n", "quoted-printable", "quoted-printable"),
+])
+def test_the_text_part_goes_as_it_is_where_that_is_safe(text, plain, eight):
+    for eight_bit, expected in ((False, plain), (True, eight)):
+        data = build(text=text, eight_bit=eight_bit)
+        assert cte(data) == expected
+        assert lf(text_part(data)) == lf(text)
+
+
+def test_an_8bit_text_part_is_the_texts_utf8_with_crlf_and_no_trailing_blanks():
+    data = build(text="Müller et al.  \n   topic: “Adam” \t\n\nlast line", eight_bit=True)
+    body = data.split(b"Content-Transfer-Encoding: 8bit\r\n\r\n")[1].split(b"\r\n--=_dm_")[0]
+    assert body == "Müller et al.\r\n   topic: “Adam”\r\n\r\nlast line".encode()
+
+
+# Mostly safe as it is (so 8bit), with now and then what is not: a leading dot, "=_", a CR, a NUL, a
+# line over 998 octets.
+TEXTS = st.lists(st.builds(lambda start, pad, body: start + pad * "x" + body,
+                           st.sampled_from([""] * 8 + [" ", ".", "=_", "\r", "\x00"]),
+                           st.sampled_from([0] * 5 + [5, 80, 950, 1000]),
+                           st.text(st.sampled_from(list("ab .=é\t🎉")), max_size=40).map(lambda t: t.lstrip("."))),
+                 max_size=5)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(lines=TEXTS, end=st.sampled_from(["", "\n"]))
+def test_seven_bit_gives_the_quoted_printable_message_exactly(lines, end):
+    text = "\n".join(lines) + end
+    plain = build(text=text, html="<p>x</p>")
+    eight = build(text=text, html="<p>x</p>", eight_bit=True)
+    if cte(eight) == "8bit":
+        assert not eight.isascii() and eight != plain
+        assert message.seven_bit(eight) == plain
+    else:  # ASCII (7bit) or not safe as it is: the same message either way
+        assert eight == plain
+        assert cte(plain) in ("7bit", "quoted-printable")
+    assert lf(text_part(eight)) == lf(text)
+
+
+def test_seven_bit_refuses_what_has_no_8bit_part():
+    with pytest.raises(ValueError, match="8bit text part"):
+        message.seven_bit(build(text="é\n"))
 
 
 def test_a_signed_message_is_wire_ready_too():

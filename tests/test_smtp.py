@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from digestmail import tokens
+from digestmail import message, tokens
 
 from .smtp_server import HOST, PASSWORD_ENV, SECRET_ENV, Received, SmtpServer
 from .smtp_server import run_cli as _run_cli
@@ -166,6 +166,9 @@ def test_run_delivers_one_message_per_matching_subscriber(tmp_path, smtp_server)
         for title in titles:
             assert title in text
         assert "Retrieval Heads" not in text
+        # The text part (“quoted” topics, "…") as UTF-8 as it is, announced as RFC 6152 asks.
+        assert msg.get_body(("plain",))["Content-Transfer-Encoding"] == "8bit"
+        assert "BODY=8BITMIME" in by_rcpt[(addr,)].mail_options
         plural = "s" if len(titles) > 1 else ""
         assert str(msg["Subject"]) == f"{len(titles)} new paper{plural} for you: {titles[0]}"
         assert msg["Message-ID"].endswith("@example.org>")
@@ -196,6 +199,31 @@ def test_a_pool_of_connections_sends_at_once_yet_records_each_250_before_the_nex
         # The pool at work: while one message waited for its answer, the other connections had
         # theirs under way (one connection at a time would never have a second MAIL open then).
         assert server.recorder.most_open_while_in_data >= 2
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-command-at-a-time"])
+def test_a_server_without_8bitmime_gets_the_quoted_printable_message(tmp_path, pipelining):
+    # The same run to a server that offers 8BITMIME and to one that does not: the second gets each
+    # message with its text part in quoted-printable (7-bit data, no BODY=), the rest unchanged.
+    got = {}
+    for offered in (True, False):
+        root = tmp_path / f"8bitmime-{offered}"
+        root.mkdir()
+        with SmtpServer(eight_bit_mime=offered, pipelining=pipelining) as server:
+            result = run_cli(write_config(root, server.port), "run")
+            assert result.returncode == 0, result.stderr
+            assert "sent 2 emails" in result.stdout
+            got[offered] = {m.rcpt_tos: m for m in server.messages}
+    assert set(got[True]) == set(got[False]) == {("ada@example.org",), ("grace@example.org",)}
+    for rcpt, eight in got[True].items():
+        seven = got[False][rcpt]
+        assert not eight.data.isascii() and seven.data.isascii()
+        assert "BODY=8BITMIME" in eight.mail_options and not any(o.startswith("BODY") for o in seven.mail_options)
+        plain = parse(seven).get_body(("plain",))
+        assert plain["Content-Transfer-Encoding"] == "quoted-printable"
+        assert plain.get_content() == parse(eight).get_body(("plain",)).get_content()
+        assert seven.data == message.seven_bit(eight.data)
+        assert parse(seven).get_body(("html",)).get_content() == parse(eight).get_body(("html",)).get_content()
 
 
 def test_second_run_sends_nothing(tmp_path, smtp_server):
@@ -581,6 +609,9 @@ def test_dkim_signed_bytes_verify_with_dkimpy_and_sign_list_unsubscribe_post(tmp
         assert {"from", "to", "subject", "date", "message-id", "list-unsubscribe", "list-unsubscribe-post"} \
             <= set(signed), signed
         assert tags["d"] == DKIM_DOMAIN and tags["s"] == DKIM_SELECTOR and tags["c"] == "relaxed/simple"
+        # Signed bodies stay 7-bit (RFC 6376 5.3): nothing a relay could re-encode under the signature.
+        assert data.isascii() and not any(o.startswith("BODY") for o in received.mail_options)
+        assert parse(received).get_body(("plain",))["Content-Transfer-Encoding"] == "quoted-printable"
         # The signature covers what a receiver acts on: a changed unsubscribe link no longer verifies.
         tampered = re.sub(rb"/u/[A-Za-z0-9_.-]+>", b"/u/forged>", data, count=1)
         assert tampered != data and not dkim.verify(tampered, dnsfunc=dnsfunc)

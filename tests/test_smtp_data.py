@@ -269,3 +269,19 @@ def test_a_server_that_says_354_after_refusing_every_recipient_gets_an_empty_mes
     assert gone_error.refused and gone_error.permanent and "550" in str(gone_error)
     assert here_error is None
     assert got == [b"", body]  # the refused one ended empty, the next one whole
+
+
+def test_8bit_bytes_that_are_not_ours_are_announced_with_body_8bitmime():
+    # Bytes message.build did not make (not `ready`) go as they are; when they are 8-bit and the server
+    # offers 8BITMIME, MAIL says so (RFC 6152), which a strict server requires.
+    data = "Subject: café\r\n\r\nnaïve\r\n".encode()
+    with SmtpServer() as server:
+        settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
+                                 timeout=5, ca_file=None, max_connections=1)
+        client = smtp.SmtpTransport(settings_)
+        try:
+            client.send(data, Envelope("papers@example.org", ("reader@example.org",)), "k")
+        finally:
+            client.close()
+        (received,) = server.messages
+    assert received.data == data and "BODY=8BITMIME" in received.mail_options

@@ -53,6 +53,9 @@ class Composer:
                                  unsubscribe_url=look.unsubscribe_url, manage_url=look.manage_url,
                                  sender_line=f"Sent by {self.sender[0] or self.sender[1]} <{self.sender[1]}>"
                                  if self.sender[0] else f"Sent by {self.sender[1]}")
+        # The text part goes as UTF-8 as it is ("8bit"), not quoted-printable, unless it is signed:
+        # RFC 6376 5.3 wants signed bodies 7-bit, since a relay without 8BITMIME would re-encode
+        # them and break the signature. (A server without 8BITMIME gets message.seven_bit's.)
         self.signer = None
         if recipe.dkim is not None:
             from .dkim import DkimSigner
@@ -83,7 +86,7 @@ class Composer:
         rendered = self.renderer.render(edition, unsubscribe_url=url)
         data = message.build(rendered, sender=self.sender, to=(edition.subscriber.name, edition.subscriber.email),
                              message_id=self.message_id(edition), date=edition.created,
-                             list_headers=self.list_headers(url))
+                             list_headers=self.list_headers(url), eight_bit=self.signer is None)
         if self.signer is not None:
             data = self.signer.sign(data, edition.created)  # these exact bytes are sent
         return rendered, data

@@ -15,7 +15,7 @@ import aiosmtplib
 
 from .config import SmtpSettings
 from .errors import DeliveryError, DigestmailError
-from .message import Envelope
+from .message import Envelope, seven_bit
 from .transport import Done, Outgoing
 
 
@@ -151,13 +151,12 @@ class _Pipelined:
             got.append(reply)
         protocol._response_pending = False  # type: ignore[union-attr]
 
-    async def envelope(self, sender: str, recipients: tuple[str, ...], size: int | None) -> None:
-        """MAIL, every RCPT and DATA; raises as aiosmtplib's mail(), rcpt() and data() would, for the
-        first that failed (after reading every reply, so the connection stays in step). The
-        addresses are plain (smtp._PLAIN_ADDRESS): `<address>` is their quoted form, with nothing in
-        them a command could be split at."""
-        options = b" SIZE=%d" % size if size is not None else b""
-        lines = [b"MAIL FROM:<%s>%s\r\n" % (sender.encode("ascii"), options)]
+    async def envelope(self, sender: str, recipients: tuple[str, ...], options: list[str]) -> None:
+        """MAIL (with `options`), every RCPT and DATA; raises as aiosmtplib's mail(), rcpt() and data()
+        would, for the first that failed (after reading every reply, so the connection stays in
+        step). The addresses are plain (smtp._PLAIN_ADDRESS): `<address>` is their quoted form, with
+        nothing in them a command could be split at."""
+        lines = [b"MAIL FROM:<%s>%s\r\n" % (sender.encode("ascii"), "".join(" " + o for o in options).encode())]
         lines.extend(b"RCPT TO:<%s>\r\n" % r.encode("ascii") for r in recipients)
         lines.append(b"DATA\r\n")
         self.protocol._response_pending = True  # type: ignore[union-attr]
@@ -320,9 +319,19 @@ class SmtpTransport:
         try:
             reserved = await self._throttle()
             client = await self._ready(slot)
+            if not data.isascii():  # an 8bit text part (message.build's `eight_bit`), or another's 8-bit bytes
+                if client.supports_extension("8bitmime"):
+                    options = ["BODY=8BITMIME"]  # RFC 6152
+                elif item.ready:
+                    data, options = seven_bit(data), []
+                else:
+                    options = []  # not ours to re-encode: it goes as it is, as it always has
+            else:
+                options = []
             # MAIL and RCPT by hand rather than sendmail(): it would scan the whole body once more
             # only to compute SIZE, which for our CRLF-only bodies is simply their length.
-            sized = client.supports_extension("size")
+            if client.supports_extension("size"):
+                options.append(f"SIZE={len(data)}")
             # timeout=None: `_watch` times these out, one timer for the pool instead of one per command.
             asked = self._asked
             asked[slot] = time.monotonic()
@@ -331,13 +340,13 @@ class SmtpTransport:
                     and isinstance(getattr(client.protocol, "_buffer", None), bytearray)
                     and all(map(_PLAIN_ADDRESS.fullmatch, (envelope.sender, *envelope.recipients)))):
                 piped = _Pipelined(client)
-                await piped.envelope(envelope.sender, envelope.recipients, len(data) if sized else None)
+                await piped.envelope(envelope.sender, envelope.recipients, options)
                 # The body goes now, on every connection at once; only its ending dot waits for the
                 # lock (a message is the server's at the dot, not before).
                 piped.body(data)
                 message = piped.end
             else:
-                await client.mail(envelope.sender, options=[f"SIZE={len(data)}"] if sized else [], timeout=None)
+                await client.mail(envelope.sender, options=options, timeout=None)
                 for recipient in envelope.recipients:
                     asked[slot] = time.monotonic()
                     await client.rcpt(recipient, timeout=None)
