@@ -526,3 +526,101 @@ def test_the_earliest_window_is_the_oldest_joined_at_less_its_backfill(tmp_path)
         assert store.earliest_window(later + dt.timedelta(days=5)) == later - dt.timedelta(days=10)
         store.sync_subscribers([Subscriber(f"{n}@example.org", backfill_days=3) for n in "abce"], later)  # d leaves
         assert store.earliest_window(later) == NOW - dt.timedelta(days=3)
+
+
+# -- the sent journal: a 250 recorded at once, in the tables in batches -----------------------------
+
+def sending_editions(store: Store, n: int) -> tuple[list[int], list[int]]:
+    """n editions of one paper each, queued as sending for n subscribers: (outbox ids, subscriber ids)."""
+    store.add_digest("a.txt", "sha-a", digest("A", "B"), NOW)
+    store.sync_subscribers([Subscriber(f"r{i}@example.org") for i in range(n)], NOW)
+    sids = [sid for sid, _ in store.active_subscribers()]
+    paper = unsent(store, sids[0])[0].id
+    oids = store.queue_editions([Queued(f"e{i}", sid, f"m{i}@x.org", NOW, (paper,)) for i, sid in enumerate(sids)],
+                                sending=True)
+    return oids, sids
+
+
+def test_sends_reach_the_journal_at_once_and_the_tables_with_the_next_transaction(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        oids, sids = sending_editions(store, 4)
+        with store.recording_sends():
+            store.mark_sent(oids[0], NOW)
+            store.mark_sent(oids[1], NOW)
+            assert store.sent_journal.read_bytes() == f"{oids[0]} {NOW.isoformat()}\n{oids[1]} {NOW.isoformat()}\n".encode()
+            assert store.outbox_counts()["sending"] == 4 and ledger(store) == []  # not yet in the tables
+            # Any transaction writes them first: withdrawing what was never handed over spares them.
+            store.withdraw(oids[1:3])
+            assert store.outbox_counts() == {"queued": 0, "sending": 1, "sent": 2, "deferred": 0, "failed": 0}
+            assert [row[0] for row in ledger(store)] == sids[:2]
+            assert store.sent_journal.read_bytes() == b""  # emptied once they are in
+            store.mark_sent(oids[3], NOW)
+        # The end of the delivery writes the rest and removes the journal.
+        assert store.outbox_counts()["sent"] == 3 and [row[0] for row in ledger(store)] == [sids[0], sids[1], sids[3]]
+        assert not store.sent_journal.exists()
+
+
+def test_a_batch_of_sends_is_written_without_waiting_for_another_transaction(tmp_path):
+    from digestmail.store.outbox import SENT_BATCH
+
+    with Store(tmp_path / "s.sqlite3") as store:
+        oids, _ = sending_editions(store, SENT_BATCH + 1)
+        with store.recording_sends():
+            for oid in oids[:SENT_BATCH - 1]:
+                store.mark_sent(oid, NOW)
+            assert store.outbox_counts()["sent"] == 0
+            store.mark_sent(oids[SENT_BATCH - 1], NOW)
+            assert store.outbox_counts()["sent"] == SENT_BATCH and store.sent_journal.read_bytes() == b""
+            store.mark_sent(oids[SENT_BATCH], NOW)
+            assert store.outbox_counts()["sent"] == SENT_BATCH
+        assert store.outbox_counts()["sent"] == SENT_BATCH + 1
+
+
+CRASH = """
+import datetime as dt, os, sys
+from digestmail.store import Store
+store = Store(__import__("pathlib").Path(sys.argv[1]))
+with store.recording_sends():
+    for oid in map(int, sys.argv[2:]):
+        store.mark_sent(oid, dt.datetime(2026, 11, 23, 9, tzinfo=dt.timezone.utc))
+    os._exit(9)  # killed: no transaction, no cleanup
+"""
+
+
+def test_what_a_killed_process_recorded_only_in_the_journal_is_sent_at_the_next_start(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.sqlite3"
+    with Store(path) as store:
+        oids, sids = sending_editions(store, 4)
+    killed = subprocess.run([sys.executable, "-c", CRASH, str(path), *map(str, oids[:2])], capture_output=True)
+    assert killed.returncode == 9, killed.stderr
+    with Store(path) as store:
+        assert store.outbox_counts()["sending"] == 4 and ledger(store) == []
+        assert len(store.sent_journal.read_bytes().splitlines()) == 2
+        assert store.recover_sending(NOW) == 2  # the two the journal does not name go out again
+        counts = store.outbox_counts()
+        assert (counts["sent"], counts["queued"]) == (2, 2)
+        later = (NOW + dt.timedelta(hours=1)).isoformat()
+        assert [(row[0], row[3]) for row in ledger(store)] == [(sids[0], later), (sids[1], later)]
+        assert not store.sent_journal.exists()
+
+
+def test_a_torn_or_garbled_journal_line_is_skipped(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        oids, _ = sending_editions(store, 4)
+        store.sent_journal.write_bytes(f"{oids[0]} {NOW.isoformat()}\n\x00\x00\x00\nnot a line\n"
+                                       f"{oids[1]} 2026-11-23T09:00:00\n{oids[2]} 2026-11-2".encode())
+        assert store.recover_sending(NOW) == 3  # only the first line is whole (the fourth has no zone)
+        assert store.outbox_counts()["sent"] == 1 and not store.sent_journal.exists()
+
+
+def test_without_a_journal_each_send_is_its_own_transaction(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        oids, _ = sending_editions(store, 2)
+        store.sent_journal.mkdir()  # cannot be opened for writing, whoever we are
+        with store.recording_sends():
+            store.mark_sent(oids[0], NOW)
+            assert store.outbox_counts()["sent"] == 1
+        assert store.outbox_counts()["sent"] == 1 and store.sent_journal.is_dir()

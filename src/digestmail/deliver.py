@@ -134,8 +134,10 @@ class Deliverer:
                         data.set_exception(exc)
                 yield Outgoing(Envelope(sender, (edition.subscriber.email,)), edition.key, data, job, ready=True)
 
-        # Once builds go to other processes, choose a few editions ahead so those never wait.
-        self.transport.send_many(ahead(outgoing(), AHEAD, lambda: self.pool is not None), self._done)
+        # Once builds go to other processes, choose a few editions ahead so those never wait. Each
+        # 250 goes to the store's sent journal at once, to its tables in batches (store/outbox.py).
+        with self.store.recording_sends():
+            self.transport.send_many(ahead(outgoing(), AHEAD, lambda: self.pool is not None), self._done)
 
     def use_pool(self, pool: BuildPool) -> None:
         """Build the emails from now on in these build processes."""

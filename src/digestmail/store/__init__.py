@@ -23,6 +23,8 @@ class Store(PapersMixin, OutboxMixin):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._sent: list[tuple[int, str]] = []  # marked sent, not yet in a transaction (see mark_sent)
+        self._journal: int | None = None  # the sent journal's descriptor, inside recording_sends()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
@@ -41,7 +43,10 @@ class Store(PapersMixin, OutboxMixin):
                              hint="check [store] path and that the folder is writable") from None
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.commit_sent()
+        finally:
+            self.db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -51,14 +56,21 @@ class Store(PapersMixin, OutboxMixin):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any exception. The sends marked since the last
+        transaction (mark_sent in recording_sends()) are written first, in the same transaction:
+        whatever it does (withdrawing editions, say) sees them sent."""
         self.db.execute("BEGIN IMMEDIATE")
+        sent = len(self._sent)
         try:
+            if sent:
+                self._write_sent(self.db, self._sent)
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        if sent:
+            self._sent_written(sent)
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)")

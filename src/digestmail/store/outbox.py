@@ -6,16 +6,29 @@
 
 A row left in `sending` by a crash is queued again at the next start: the message may have reached
 the server before the crash, so that is at most one duplicate per crash, and never a loss.
+
+During a delivery (`recording_sends()`), each 250 is recorded at once in the sent journal, a file
+beside the store (STORE-sent: a line "outbox-id time" per message, one write), and reaches the
+tables with the store's next transaction, at the latest SENT_BATCH messages later. A write to a file
+survives the process as well as a transaction does in WAL with synchronous=NORMAL (neither is synced
+to the disk), and the next start's recover_sending marks what the journal holds as sent before it
+queues the rest again: the bound stays one duplicate per crash. A transaction per message cost ~70 µs
+of CPU (its commit, and the ledger rows); in batches, ~25 µs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StoreError
 
 from .papers import _iso
 
@@ -25,6 +38,8 @@ _INDEXED = "state <> 'sending'"
 # Rows in `sending` are not in outbox_due: outbox_subscriber finds them, one short look per subscriber
 # (every outbox row has one: a foreign key), where a scan would read every edition ever sent.
 _SENDING = "state = 'sending' AND subscriber_id IN (SELECT id FROM subscribers)"
+SENT_BATCH = 64  # sends recorded in the journal before their transaction is made, at most
+_MARK_SENT = "UPDATE outbox SET state = 'sent', updated_at = ?, next_attempt = NULL, last_error = NULL WHERE id = ?"
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,10 @@ class OutboxMixin:
     """Store methods for delivery; `db` and `transaction()` come from Store."""
 
     db: sqlite3.Connection
+    path: Path
     transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _sent: list[tuple[int, str]]
+    _journal: int | None
 
     def existing_editions(self, keys: Sequence[str]) -> set[str]:
         """Which of these edition keys are in the outbox already (one query for a batch of subscribers)."""
@@ -104,8 +122,92 @@ class OutboxMixin:
 
     def mark_sent(self, oid: int, now: dt.datetime) -> None:
         """The server said 250: the edition is sent and its papers enter the ledger, together (the
-        trigger outbox_sent_ledger writes them, within this one statement's own transaction)."""
-        self._set(self.db, oid, "sent", now, next_attempt=None, last_error=None)
+        trigger outbox_sent_ledger writes them, within the statement's transaction). Inside
+        recording_sends(), recorded in the sent journal now and in the tables with the next
+        transaction (see the module's doc)."""
+        at = _iso(now)
+        if self._journal is not None:
+            try:
+                os.write(self._journal, b"%d %s\n" % (oid, at.encode()))
+            except OSError:
+                pass  # (a full disk, say): recorded by a transaction of its own, as outside
+            else:
+                self._sent.append((oid, at))
+                if len(self._sent) >= SENT_BATCH:
+                    self.commit_sent()
+                return
+        self.db.execute(_MARK_SENT, (at, oid))
+
+    @property
+    def sent_journal(self) -> Path:
+        return self.path.with_name(self.path.name + "-sent")
+
+    @contextlib.contextmanager
+    def recording_sends(self) -> Iterator[None]:
+        """A delivery: mark_sent records in the sent journal, and what it recorded is in the tables
+        when this ends (or, if that fails, at the next start's recover_sending)."""
+        try:
+            self._journal = os.open(self.sent_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:  # (a read-only folder, say): a transaction per message, as outside
+            yield
+            return
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            try:
+                self.commit_sent()
+            except StoreError:
+                if not failed:
+                    raise  # (else the delivery's own error says more; the journal keeps the sends)
+            finally:
+                os.close(self._journal)
+                self._journal = None
+                if not self._sent:
+                    self._sent_written(0)
+
+    def commit_sent(self) -> None:
+        """Write the sends mark_sent has recorded only in the journal (a transaction does it first thing)."""
+        if self._sent:
+            try:
+                with self.transaction():
+                    pass
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot record sent messages: {exc}", where=str(self.path),
+                                 hint=f"they stay in {self.sent_journal.name}; the next run records them") from None
+
+    def _write_sent(self, db: sqlite3.Connection, sent: list[tuple[int, str]]) -> None:
+        db.executemany(_MARK_SENT, [(at, oid) for oid, at in sent])
+
+    def _sent_written(self, n: int) -> None:
+        """The first n recorded sends are in the tables: the journal is emptied once none is left."""
+        del self._sent[:n]
+        if self._sent:
+            return
+        if self._journal is not None:
+            os.ftruncate(self._journal, 0)  # (O_APPEND: the next line goes to the new end)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.sent_journal)
+
+    def _replay_sent(self) -> None:
+        """What a journal left by a process that stopped before writing it says was sent. A line cut
+        short (a crash in the middle of its write) or garbled is skipped: its message is requeued."""
+        try:
+            data = self.sent_journal.read_bytes()
+        except FileNotFoundError:
+            return
+        for line in data.split(b"\n"):
+            oid, _, at = line.partition(b" ")
+            try:
+                when = dt.datetime.fromisoformat(at.decode("ascii"))
+                if oid.isdigit() and when.tzinfo is not None:
+                    self._sent.append((int(oid), _iso(when)))
+            except (UnicodeDecodeError, ValueError):
+                continue
+        if not self._sent:
+            self._sent_written(0)
 
     def withdraw(self, oids: Sequence[int]) -> None:
         """Take back editions queued as `sending` but never handed over (the run is stopping): as if
@@ -125,7 +227,9 @@ class OutboxMixin:
             self._set(db, oid, "failed", now, next_attempt=None, last_error=error)
 
     def recover_sending(self, now: dt.datetime) -> int:
-        """Queue again what a crash left in `sending`; returns how many."""
+        """Queue again what a crash left in `sending`, less what its sent journal says was sent
+        (marked sent first); returns how many."""
+        self._replay_sent()
         with self.transaction() as db:
             return db.execute("UPDATE outbox SET state = 'queued', updated_at = ?, last_error = "
                               f"'interrupted while sending; retried' WHERE {_SENDING}",
