@@ -48,9 +48,11 @@ def measure(n: int = 2000, naive_sample: int = 100, rounds: int = 3) -> dict[str
         with collect.seldom():  # as a run renders (deliver_all, and a build process)
             for ed in eds:
                 r = renderer.render(ed)
+                # eight_bit as a run builds it without DKIM (the default): the text part as it is
+                # where it can go so (with DKIM it is quoted-printable: the build stage's dkim option).
                 data = message.build(r, sender=("Trending Papers", "papers@example.org"),
                                      to=(ed.subscriber.name, ed.subscriber.email),
-                                     message_id=f"{ed.key}@example.org", date=ed.created)
+                                     message_id=f"{ed.key}@example.org", date=ed.created, eight_bit=True)
                 total_bytes += len(data)
         times.append(time.perf_counter() - start)
     fast_s = min(times)
