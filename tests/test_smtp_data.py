@@ -19,7 +19,7 @@ from digestmail.config import SmtpSettings
 from digestmail.message import Envelope
 from digestmail.transport import Outgoing
 
-from .smtp_server import HOST, SmtpServer
+from .smtp_server import HOST, Received, SmtpServer
 
 # aiosmtplib's own patterns, as its protocol module defines them.
 LINE_ENDINGS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
@@ -50,17 +50,24 @@ def test_leading_dots_equal_the_regex(data):
     assert smtp._LeadingDots(PERIOD).sub(b"..", data) == PERIOD.sub(b"..", data)
 
 
-def test_a_server_receives_lone_line_ends_normalised_and_dots_intact():
-    body = (b"Subject: dots\r\n\r\n.starts with a dot\n..two dots\rlone CR\r\n.\r\nend.\r\n")
+def sent_once(data: bytes) -> Received:
+    """What a fresh server received when SmtpTransport.send gave it `data` (bytes of someone else's:
+    not `ready`)."""
     with SmtpServer() as server:
         settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
                                  timeout=5, ca_file=None, max_connections=1)
         client = smtp.SmtpTransport(settings_)
         try:
-            client.send(body, Envelope("papers@example.org", ("reader@example.org",)), "k")
+            client.send(data, Envelope("papers@example.org", ("reader@example.org",)), "k")
         finally:
             client.close()
         (received,) = server.messages
+    return received
+
+
+def test_a_server_receives_lone_line_ends_normalised_and_dots_intact():
+    body = (b"Subject: dots\r\n\r\n.starts with a dot\n..two dots\rlone CR\r\n.\r\nend.\r\n")
+    received = sent_once(body)
     # aiosmtpd undoes the dot-stuffing: what arrives is the message with CRLF line ends, every dot kept.
     assert received.data == b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\nlone CR\r\n.\r\nend.\r\n"
 
@@ -275,13 +282,5 @@ def test_8bit_bytes_that_are_not_ours_are_announced_with_body_8bitmime():
     # Bytes message.build did not make (not `ready`) go as they are; when they are 8-bit and the server
     # offers 8BITMIME, MAIL says so (RFC 6152), which a strict server requires.
     data = "Subject: café\r\n\r\nnaïve\r\n".encode()
-    with SmtpServer() as server:
-        settings_ = SmtpSettings(host=HOST, port=server.port, security="none", username="", password_env="",
-                                 timeout=5, ca_file=None, max_connections=1)
-        client = smtp.SmtpTransport(settings_)
-        try:
-            client.send(data, Envelope("papers@example.org", ("reader@example.org",)), "k")
-        finally:
-            client.close()
-        (received,) = server.messages
+    received = sent_once(data)
     assert received.data == data and "BODY=8BITMIME" in received.mail_options
