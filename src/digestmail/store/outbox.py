@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreError
-
 from .papers import _iso
 
 PENDING = ("queued", "sending", "deferred")
@@ -192,8 +191,9 @@ class OutboxMixin:
                 os.unlink(self.sent_journal)
 
     def _replay_sent(self) -> None:
-        """What a journal left by a process that stopped before writing it says was sent. A line cut
-        short (a crash in the middle of its write) or garbled is skipped: its message is requeued."""
+        """Take up the marks a journal holds that its process never wrote to the tables (it was killed,
+        or its last transaction failed). A line cut short (a crash in the middle of its write) or
+        garbled is skipped: its message is requeued."""
         try:
             data = self.sent_journal.read_bytes()
         except FileNotFoundError:
