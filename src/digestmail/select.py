@@ -37,9 +37,10 @@ PLAN_CACHE = 256  # rebuilt cheaply from the rules' Units; kept longer, they cos
 # worth keeping (8,192 cost 8 MB at 100k subscribers for no measurable gain); topics' are kept for the run.
 RULE_CACHE = 1024
 # What one topic hits in one paper (~0.8 KB each), least recently used out: a run of 100k subscribers
-# asks ~1.6M times for ~47k distinct ones, and a miss costs ~10 us. 16,384 hold ~13 MB and answer
-# 80 % of the asks; 32,768 answer 95 % for 13 MB more, saving ~3.5 s of CPU per 100k subscribers.
-PIECE_CACHE = 16384
+# asks ~1.6M times for ~47k distinct ones, and a miss costs ~10-20 us. 16,384 held ~13 MB and
+# answered 80 % of the asks; 32,768 answer 95 % (the cycle bench's 10k: 37,696 pieces made -> 28,367,
+# ~0.18 s of CPU less) for ~12 MB more (P5's 100k run: 122.5 -> 134.3 MB of its 150).
+PIECE_CACHE = 32768
 _TEXT_ORDER = {"title": 0, "author": 1, "abstract": 2}  # the order an email shows them in
 
 Planes = tuple[int, ...]  # bit p of every paper's relevance in planes[p]
