@@ -120,9 +120,9 @@ class _Frames:
         self.known: dict[int, Paper] = {}
         self.new: dict[int, Paper] = {}  # this frame's papers to send
         self.forget = False  # the next frame tells the process to drop every paper it holds
-        # One Pickler for every frame: pickle.dumps makes a new one each time, and its memo table
-        # grew from empty (zeroed at each step) and was freed again, for the ~150 objects of an
-        # edition (~28 -> ~23 µs a frame, the same bytes).
+        # One Pickler for every edition's pickle (not the papers': see frame): pickle.dumps makes a
+        # new one each time, and its memo table grew from empty (zeroed at each step) and was freed
+        # again, for the ~150 objects of an edition (~28 -> ~23 µs a frame, the same bytes).
         self._out = io.BytesIO()
         self._pickler = pickle.Pickler(self._out, pickle.HIGHEST_PROTOCOL)
 

@@ -174,8 +174,9 @@ def seven_bit(data: bytes) -> bytes:
     (Never a signed message: DKIM signs only 7-bit ones, see compose.Composer.)"""
     head = data.find(_EIGHT_BIT_HEAD)
     start = head + len(_EIGHT_BIT_HEAD)
-    end = data.find(b"\r\n--=_dm_", start)  # the next boundary: an 8bit part never holds "=_"
-    if head < 0 or end < 0:
+    # The part ends at the next boundary: an 8bit part never holds "=_".
+    end = data.find(b"\r\n--=_dm_", start) if head >= 0 else -1
+    if end < 0:
         raise ValueError("not a message with an 8bit text part from message.build")
     text = data[start:end].replace(b"\r\n", b"\n").decode("utf-8")
     return data[:head] + _TEXT_HEAD.format("quoted-printable").encode() + qp(text) + data[end:]

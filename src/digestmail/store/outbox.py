@@ -13,7 +13,8 @@ tables with the store's next transaction, at the latest SENT_BATCH messages late
 survives the process as well as a transaction does in WAL with synchronous=NORMAL (neither is synced
 to the disk), and the next start's recover_sending marks what the journal holds as sent before it
 queues the rest again: the bound stays one duplicate per crash. A transaction per message cost ~70 µs
-of CPU (its commit, and the ledger rows); in batches, ~25 µs.
+of CPU (its commit, and the ledger rows); in batches of 32 (a run queues editions 32 at a time, and
+that transaction takes the marks along), ~42 µs a message, and ~27 in batches of 100.
 """
 
 from __future__ import annotations
